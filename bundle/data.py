@@ -1,0 +1,153 @@
+"""MyoPS 2020 case discovery, splits and slicing.
+
+The official layout under ``dataset_dir`` is::
+
+    train25/myops_training_1xx_{C0,DE,T2}.nii.gz    train25_myops_gd/myops_training_1xx_gd.nii.gz
+    test20/myops_test_2xx_{C0,DE,T2}.nii.gz         test20_gd/myops_test_2xx_gd.nii.gz
+
+Split rule (deterministic): ``train`` = every ``myops_training_*`` case; ``validation`` = the
+``myops_test_*`` cases whose id is in ``validation_ids`` (a fixed list in ``configs/common.yaml``);
+``test`` = every other ``myops_test_*`` case. Cases are sorted by id. A split may be partly present
+(e.g. only ``test20/``); an empty split raises :class:`DataError` naming the folder searched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SEQUENCES: tuple[str, ...] = ("C0", "DE", "T2")  # bSSFP, LGE, T2-weighted: the canonical channel order
+SEQUENCE_NAMES = {"C0": "bSSFP", "DE": "LGE", "T2": "T2"}
+LABEL_VALUES: tuple[int, ...] = (0, 200, 500, 600, 1220, 2221)
+MYOCARDIUM_LABELS: tuple[int, ...] = (200, 1220, 2221)
+SPLITS = ("train", "validation", "test")
+_FOLDERS = {"training": ("train25", "train25_myops_gd"), "test": ("test20", "test20_gd")}
+_NAME = re.compile(r"^(myops_(training|test)_(\d+))_(C0|DE|T2)\.nii(\.gz)?$")
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message names the file, folder or field."""
+
+
+def discover_cases(
+    dataset_dir: str | Path, split: str, validation_ids: Sequence[int], require_label: bool = False
+) -> list[dict[str, str]]:
+    """List the cases of ``split`` as dicts ``{"case", "C0", "DE", "T2"[, "gd"]}`` (paths as str).
+
+    A case needs all three sequences; its label ``gd`` is added when the file exists
+    (``require_label=True`` makes a missing label an error).
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: expected one of {SPLITS}")
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise DataError(f"dataset_dir {str(root)!r} is not a directory")
+    kind = "training" if split == "train" else "test"
+    img_dir, gd_dir = (root / f for f in _FOLDERS[kind])
+    found: dict[str, dict[str, str]] = {}
+    ids: dict[str, int] = {}
+    if img_dir.is_dir():
+        for f in sorted(img_dir.iterdir()):
+            m = _NAME.match(f.name)
+            if m and m.group(2) == kind:
+                found.setdefault(m.group(1), {"case": m.group(1)})[m.group(4)] = str(f)
+                ids[m.group(1)] = int(m.group(3))
+    val = {int(i) for i in validation_ids}
+    cases = []
+    for case in sorted(found, key=lambda c: ids[c]):
+        if split == "validation" and ids[case] not in val or split == "test" and ids[case] in val:
+            continue
+        item = found[case]
+        missing = [s for s in SEQUENCES if s not in item]
+        if missing:
+            raise DataError(f"case {case} in {img_dir} lacks sequence file(s) {missing} (expected {case}_<SEQ>.nii.gz)")
+        for ext in (".nii.gz", ".nii"):
+            gd = gd_dir / f"{case}_gd{ext}"
+            if gd.is_file():
+                item["gd"] = str(gd)
+                break
+        else:
+            if require_label:
+                raise DataError(f"case {case}: label file {gd_dir / (case + '_gd.nii.gz')} not found")
+        cases.append(item)
+    if not cases:
+        raise DataError(
+            f"split {split!r} is empty: no {'myops_' + kind + '_*'} cases"
+            + (f" with ids {sorted(val)}" if split == "validation" else "")
+            + (f" outside the validation ids {sorted(val)}" if split == "test" else "")
+            + f" in {img_dir}"
+        )
+    return cases
+
+
+def check_geometry(shapes: dict[str, tuple], affines: dict[str, np.ndarray], files: dict[str, str]) -> None:
+    """Refuse a case whose sequences/label differ in shape or affine, or are not 3D volumes."""
+    keys = list(shapes)
+    for k in keys:
+        if len(shapes[k]) != 3:
+            raise DataError(f"{files[k]}: expected a 3D volume (X, Y, slices), got shape {tuple(shapes[k])}")
+    ref = keys[0]
+    for k in keys[1:]:
+        if tuple(shapes[k]) != tuple(shapes[ref]):
+            raise DataError(f"shape mismatch: {files[k]} {tuple(shapes[k])} vs {files[ref]} {tuple(shapes[ref])}")
+        if not np.allclose(affines[k], affines[ref], atol=1e-3):
+            raise DataError(f"affine mismatch between {files[k]} and {files[ref]}")
+
+
+def volumes_to_slices(volumes: Sequence[dict]) -> list[dict]:
+    """Split preprocessed volumes into 2D samples.
+
+    Each volume dict holds ``image`` (3, X, Y, S) in canonical order C0, DE, T2 and optionally
+    ``mask`` (1, X, Y, S). Returns one dict per slice: ``image`` (3, X, Y), ``mask`` (1, X, Y) when
+    present, plus ``case`` and ``slice``.
+    """
+    out = []
+    for vol in volumes:
+        image = vol["image"]
+        for s in range(image.shape[-1]):
+            item = {"case": vol["case"], "slice": s, "image": torch.as_tensor(image[..., s]).float()}
+            if "mask" in vol:
+                item["mask"] = torch.as_tensor(vol["mask"][..., s]).float()
+            out.append(item)
+    return out
+
+
+def per_sequence(slices: Sequence[dict]) -> list[dict]:
+    """One single-channel sample ``{"image": (1, X, Y), "case", "slice", "sequence"}`` per sequence and slice
+    (the shared VAE trains on all three sequences)."""
+    return [
+        {"image": s["image"][i : i + 1], "case": s["case"], "slice": s["slice"], "sequence": seq}
+        for s in slices
+        for i, seq in enumerate(SEQUENCES)
+    ]
+
+
+def build_slices(cases: Sequence[dict], volume_transform, slice_transform=None, progress: bool = True) -> list[dict]:
+    """Load and preprocess ``cases`` once (``volume_transform``), split them into slices and apply
+    ``slice_transform`` to each: the in-memory 2D data set used by training and validation."""
+    from tqdm import tqdm
+
+    out = []
+    for case in tqdm(cases, desc="loading cases", disable=not progress, leave=False):
+        try:
+            vol = volume_transform(case)
+        except RuntimeError as e:  # MONAI's Compose wraps errors in RuntimeError("applying transform ..."):
+            cause = e  # surface a DataError (its message names the file) instead
+            while cause is not None and not isinstance(cause, DataError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise DataError(str(cause)) from e
+        for s in volumes_to_slices([vol]):
+            s = slice_transform(s) if slice_transform is not None else s
+            out.append({k: _plain(v) for k, v in s.items()})
+    return out
+
+
+def _plain(v):
+    """MetaTensor -> plain tensor (slices carry no per-slice metadata; batching MetaTensors is slow)."""
+    return v.as_tensor() if hasattr(v, "as_tensor") else v

@@ -1,0 +1,114 @@
+"""One CMRDiff training iteration for ``monai.engines.SupervisedTrainer``: a prepare-batch that forms
+(target latent, noise, timesteps, condition slots with dropout) and an inferer that noises and denoises.
+
+Batches come from the latent cache (:func:`encode_slices`): ``image`` (B, 3, H, W), ``latent``
+(B, 3·lc, h, w) = VAE ``mu`` × scale factor per sequence (C0, DE, T2) and optionally ``mask`` (B, 1, H, W).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+
+import torch
+from monai.engines import DiffusionPrepareBatch
+from monai.inferers import DiffusionInferer
+from torch import nn
+
+from bundle.data import SEQUENCES
+from bundle.losses import latent_mask
+
+
+def task_slots(task: str, tasks: Mapping[str, Mapping]) -> tuple[int, int, int]:
+    """(target, condition 1, condition 2) slot indices of ``task`` in the canonical order C0, DE, T2."""
+    if task not in tasks:
+        raise ValueError(f"unknown task {task!r}: expected one of {sorted(tasks)}")
+    spec = tasks[task]
+    return (SEQUENCES.index(spec["target"]), *(SEQUENCES.index(c) for c in spec["conditions"]))
+
+
+def condition_dropout(batch_size: int, p: float, generator: torch.Generator | None = None):
+    """InstructPix2Pix-style dropout masks (keep1, keep2), each (B,) bool: with probability ``p`` each,
+    only condition 2 is dropped, both are dropped, or only condition 1 is dropped."""
+    r = torch.rand(batch_size, generator=generator)
+    drop2 = r < 2 * p
+    drop1 = (r >= p) & (r < 3 * p)
+    return ~drop1, ~drop2
+
+
+class CMRDiffPrepareBatch(DiffusionPrepareBatch):
+    """Builds a training/validation batch for task ``task`` (``any`` draws the target per sample).
+
+    Returns ``(target_latent, (target, mask_latent), (), kwargs)`` with kwargs for
+    :class:`CMRDiffTrainInferer`: ``noise``, ``timesteps``, ``cond`` (B, 3·lc, h, w), ``images``, ``keep`` (B, 3),
+    ``class_labels`` (B,). ``target`` is the noise (epsilon) or, with a v-prediction ``scheduler``, the velocity.
+    ``seed`` makes noise, timesteps and dropout a function of the batch's slices (reproducible validation loss).
+    """
+
+    def __init__(self, num_train_timesteps: int, task: str, tasks: Mapping[str, Mapping], latent_channels: int,
+                 drop_prob: float = 0.05, scheduler: nn.Module | None = None, seed: int | None = None) -> None:
+        super().__init__(num_train_timesteps=num_train_timesteps)
+        if not 0 <= drop_prob <= 1 / 3:
+            raise ValueError(f"drop_prob must be in [0, 1/3], got {drop_prob}")
+        names = sorted(tasks) if task == "any" else [task]
+        self.slots = torch.tensor([task_slots(t, tasks) for t in names])  # (n_tasks, 3)
+        self.lc, self.drop_prob, self.scheduler, self.seed = latent_channels, drop_prob, scheduler, seed
+
+    def _generator(self, batchdata: Mapping) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        key = f"{list(batchdata.get('case', []))}{list(map(int, batchdata.get('slice', [])))}"
+        return torch.Generator().manual_seed(self.seed + zlib.crc32(key.encode()))
+
+    def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        g = self._generator(batchdata)
+        lat = batchdata["latent"].float()
+        b, _, h, w = lat.shape
+        lat = lat.view(b, 3, self.lc, h, w)
+        slots = self.slots[torch.randint(len(self.slots), (b,), generator=g)]  # (B, 3): target, c1, c2
+        tgt, c1, c2 = slots.unbind(1)
+        keep1, keep2 = condition_dropout(b, self.drop_prob, g)
+        keep = torch.zeros(b, 3, dtype=torch.bool)
+        keep[torch.arange(b), c1] = keep1
+        keep[torch.arange(b), c2] = keep2
+        target = lat[torch.arange(b), tgt]
+        cond = (lat * keep.view(b, 3, 1, 1, 1)).view(b, 3 * self.lc, h, w)
+        noise = torch.randn(target.shape, generator=g)
+        timesteps = torch.randint(0, self.num_train_timesteps, (b,), generator=g).long()
+        mask = batchdata.get("mask")
+        mask = latent_mask(mask, (h, w)) if mask is not None else torch.zeros(b, 1, h, w)
+        to = dict(device=device, non_blocking=non_blocking)
+        target, noise, timesteps = target.to(**to), noise.to(**to), timesteps.to(**to)
+        goal = self.scheduler.get_velocity(target, noise, timesteps) if self.scheduler is not None else noise
+        infer = {"noise": noise, "timesteps": timesteps, "cond": cond.to(**to),
+                 "images": batchdata["image"].float().to(**to), "keep": keep.to(**to), "class_labels": tgt.to(**to)}
+        return target, (goal, mask.to(**to)), (), infer
+
+
+class CMRDiffTrainInferer(DiffusionInferer):
+    """``__call__(inputs, network, noise, timesteps, cond, images, keep, class_labels)``: noises the target latent
+    ``inputs`` (B, lc, h, w) to ``timesteps`` and returns the network's prediction (B, lc, h, w)."""
+
+    def __call__(self, inputs: torch.Tensor, diffusion_model: nn.Module, noise: torch.Tensor,  # type: ignore[override]
+                 timesteps: torch.Tensor, cond: torch.Tensor, images: torch.Tensor, keep: torch.Tensor,
+                 class_labels: torch.Tensor, **kwargs) -> torch.Tensor:
+        noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
+        return diffusion_model(torch.cat([noisy, cond], 1), timesteps, class_labels=class_labels, images=images,
+                               keep=keep)
+
+
+@torch.no_grad()
+def encode_slices(autoencoder: nn.Module, slices: Sequence[dict], scale_factor: float,
+                  device: torch.device | str = "cpu", batch_size: int = 32) -> list[dict]:
+    """The latent cache: add ``latent`` (3·lc, h, w) = ``mu × scale_factor`` of each sequence to every slice
+    dict (``image`` (3, H, W)). The VAE is frozen, so this runs once instead of every epoch."""
+    autoencoder.eval()
+    out = []
+    for i in range(0, len(slices), batch_size):
+        chunk = slices[i : i + batch_size]
+        x = torch.stack([s["image"] for s in chunk]).float().to(device)  # (b, 3, H, W)
+        b = x.shape[0]
+        mu = autoencoder.encode(x.reshape(b * 3, 1, *x.shape[2:]))[0] * scale_factor  # (3b, lc, h, w)
+        mu = mu.reshape(b, -1, *mu.shape[2:]).cpu()
+        out.extend({**s, "latent": m} for s, m in zip(chunk, mu))
+    return out

@@ -1,0 +1,90 @@
+"""Shipped-weights file format: ``{"state_dict", "arch", "extra"}`` written atomically with ``torch.save``.
+
+``arch`` records the constructor arguments the weights were trained with, so loading weights into a network
+of another architecture (or task) fails with a clear message instead of a torch size-mismatch traceback.
+The autoencoder's ``extra`` holds its latent ``scale_factor`` so inference never needs training data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class WeightsError(ValueError):
+    """Missing, corrupt or mismatching weights; the message names the file."""
+
+
+def save_weights(path: str | Path, network: nn.Module, arch: dict[str, Any], **extra: Any) -> Path:
+    """Write ``network``'s weights with its ``arch`` description to ``path`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = network.module if hasattr(network, "module") else network
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"state_dict": state, "arch": dict(arch), "extra": extra}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_weights(path: str | Path, network: nn.Module, arch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load ``path`` into ``network`` and return its ``extra`` dict.
+
+    When ``arch`` is given, every key it names must match the stored ``arch`` (e.g. ``{"task": "lge"}``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or not a torch file
+        raise WeightsError(f"cannot read weights file {path}: {e}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise WeightsError(f"{path} is not a CMRDiff weights file (no 'state_dict')")
+    stored = ckpt.get("arch", {})
+    for k, v in (arch or {}).items():
+        if k in stored and _norm(stored[k]) != _norm(v):
+            raise WeightsError(f"{path} was trained with {k}={stored[k]!r}, but the config asks for {k}={v!r}")
+    net = network.module if hasattr(network, "module") else network
+    try:
+        net.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        msg = str(e).splitlines()[0]
+        raise WeightsError(f"{path} does not fit the configured {type(net).__name__} ({msg}); "
+                           f"stored arch: {stored}") from None
+    return dict(ckpt.get("extra", {}))
+
+
+def _norm(v: Any) -> Any:
+    return [_norm(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def export_best(network: nn.Module, best_checkpoint: str | Path, path: str | Path, arch: dict[str, Any],
+                scale_factor: float) -> Path:
+    """Load the best training checkpoint into ``network`` and write it as shipped weights; the latent
+    ``scale_factor`` it was trained with is stored too (inference checks it against the autoencoder's)."""
+    net = network.module if hasattr(network, "module") else network
+    net.load_state_dict(torch.load(best_checkpoint, map_location="cpu", weights_only=True))
+    return save_weights(path, net, arch, scale_factor=float(scale_factor))
+
+
+def diffusion_weights_path(models_dir: str | Path, profile: str, task: str) -> Path:
+    """The weights for ``task``: ``diffusion_<profile>_<task>.pt`` if shipped, else the all-task
+    ``diffusion_<profile>_any.pt``; a clear error naming both when neither exists."""
+    models_dir = Path(models_dir)
+    tried = [models_dir / f"diffusion_{profile}_{task}.pt", models_dir / f"diffusion_{profile}_any.pt"]
+    for p in tried:
+        if p.is_file():
+            return p
+    raise WeightsError(f"no diffusion weights for task {task!r}, profile {profile!r}: looked for "
+                       f"{', '.join(map(str, tried))}")
