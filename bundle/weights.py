@@ -30,6 +30,7 @@ def save_weights(path: str | Path, network: nn.Module, arch: dict[str, Any], **e
     os.close(fd)
     try:
         torch.save({"state_dict": state, "arch": dict(arch), "extra": extra}, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Train the shipped models with the bundle's own configs: the stage-1 VAE, then the stage-2 diffusion models
+# (three per-task models, the all-task `any` model and the no-heatmap-loss ablation) side by side.
+#   DATASET_DIR=/path/to/myops2020 OUT=output/train_all bash scripts/train_all.sh [extra monai.bundle overrides]
+# Weights go to $MODELS (default models/), logs and TensorBoard runs to $OUT.
+set -euo pipefail
+DATASET_DIR=${DATASET_DIR:?set DATASET_DIR to the MyoPS 2020 folder}
+OUT=${OUT:-output/train_all}
+MODELS=${MODELS:-models}
+PROFILE=${PROFILE:-cpu}
+AE_LIMIT=${AE_LIMIT:-864000}
+DM_LIMIT=${DM_LIMIT:-864000}
+PY=${PY:-python}
+mkdir -p "$OUT" "$MODELS"
+EXTRA=("$@")
+run() { $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/$1.yaml']" --dataset_dir "$DATASET_DIR" \
+          --output_dir "$OUT" --models_dir "$MODELS" --profile "$PROFILE" "${@:2}" ${EXTRA[@]+"${EXTRA[@]}"}; }
+start=$(date +%s)
+run train_autoencoder --time_limit_s "$AE_LIMIT" > "$OUT/train_autoencoder.log" 2>&1
+echo "autoencoder done in $(( $(date +%s) - start )) s"; grep -E "saved|best value" "$OUT/train_autoencoder.log" | tail -2
+start=$(date +%s)
+pids=()
+for task in lge t2 bssfp any; do
+  run train_diffusion --task "$task" --time_limit_s "$DM_LIMIT" > "$OUT/train_diffusion_$task.log" 2>&1 & pids+=($!)
+done
+# ablation: the `any` model without the heatmap loss (lambda = 0), written as diffusion_<profile>_any_noheatmap.pt
+run train_diffusion --task any --lambda_myo 0 --lambda_hard 0 --time_limit_s "$DM_LIMIT" \
+    --ckpt_dir "$OUT/diffusion_${PROFILE}_any_noheatmap" --diffusion_out "$MODELS/diffusion_${PROFILE}_any_noheatmap.pt" \
+    > "$OUT/train_diffusion_any_noheatmap.log" 2>&1 & pids+=($!)
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+echo "diffusion done in $(( $(date +%s) - start )) s (status $status)"
+for f in "$OUT"/train_diffusion_*.log; do echo "$f: $(grep -E 'best value' "$f" | tail -1)"; done
+exit $status

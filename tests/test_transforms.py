@@ -1,0 +1,267 @@
+"""The volume pipeline of configs/common.yaml and the transforms of bundle/transforms.py."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImaged, ResizeWithPadOrCropd
+
+from bundle.data import LABEL_VALUES, SEQUENCES, DataError
+from bundle.phantom import phantom_affine
+from bundle.transforms import (
+    MyocardiumMaskd,
+    NormalizeFOVd,
+    StackSequencesd,
+    ValidateCased,
+    fov_offsets,
+    normalize_fov,
+    paste_fov,
+)
+
+FOV = 256
+KEYS = [*SEQUENCES, "gd"]
+
+
+def _save(path, arr, affine):
+    img = nib.Nifti1Image(np.asarray(arr), None)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, path)
+    return str(path)
+
+
+def _write_case(tmp_path, arrays: dict, affine=None, case="myops_test_299") -> dict:
+    """Write ``arrays`` ({key: array}) as ``{case}_{key}.nii.gz``; return the case dict of discover_cases."""
+    item = {"case": case}
+    for key, arr in arrays.items():
+        aff = affine if affine is not None else phantom_affine(np.shape(arr)[:3])
+        item[key] = _save(tmp_path / f"{case}_{key}.nii.gz", arr, aff)
+    return item
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    """Hand computation of the intensity protocol on one cropped channel."""
+    hi = np.percentile(x.astype(np.float64), 99.5)
+    return np.zeros_like(x, dtype=np.float64) if hi <= 0 else np.clip(x, 0, hi) / hi
+
+
+@pytest.fixture(scope="module")
+def volume_transforms(parser):
+    return parser().get_parsed_content("volume_transforms")
+
+
+@pytest.fixture(scope="module")
+def crop_transform(volume_transforms):
+    (t,) = [t for t in volume_transforms.transforms if isinstance(t, ResizeWithPadOrCropd)]
+    return t
+
+
+def _crop_or_pad(raw: np.ndarray) -> np.ndarray:
+    """The FOV crop in numpy (zero padding ``floor((FOV-X)/2)`` before when smaller)."""
+    out = np.zeros((FOV, FOV, raw.shape[2]), dtype=raw.dtype)
+    (ox, oy) = ((n - FOV) // 2 if n >= FOV else -((FOV - n) // 2) for n in raw.shape[:2])
+    src = raw[max(ox, 0) : max(ox, 0) + FOV, max(oy, 0) : max(oy, 0) + FOV]
+    out[max(-ox, 0) : max(-ox, 0) + src.shape[0], max(-oy, 0) : max(-oy, 0) + src.shape[1]] = src
+    return out
+
+
+# --- slice axis and orientation -------------------------------------------------------------------------------
+
+
+def test_slice_axis_and_in_plane_orientation(tmp_path, volume_transforms):
+    shape = (300, 280, 5)
+    rng = np.random.default_rng(0)
+    aff = phantom_affine(shape)  # oblique, permuted and flipped (LSP-like): must not be reoriented
+    assert not np.allclose(np.abs(aff[:3, :3]) > 1e-3, np.eye(3, dtype=bool))
+    arrays = {}
+    for i, seq in enumerate(SEQUENCES):
+        # a distinctive constant per slice (k-th slice ~ 1000 * (k + 1)) plus an asymmetric in-plane texture
+        arrays[seq] = (1000.0 * (np.arange(shape[2]) + 1 + i) + 300 * rng.random(shape)).astype(np.float32)
+    out = volume_transforms(_write_case(tmp_path, arrays, aff))
+    img = out["image"]
+    assert tuple(img.shape) == (3, FOV, FOV, shape[2])
+    for c, seq in enumerate(SEQUENCES):
+        expect = _norm(arrays[seq][22:278, 12:268])  # offsets (300-256)//2, (280-256)//2
+        np.testing.assert_allclose(img[c].numpy(), expect, rtol=1e-5, atol=1e-6)
+        means = img[c].numpy().mean(axis=(0, 1))
+        assert np.all(np.diff(means) > 0), f"{seq}: slices out of order {means}"
+    assert "mask" not in out and out["present"] == [True, True, True]
+    np.testing.assert_allclose(np.asarray(img.affine)[:3, :3], aff[:3, :3], atol=1e-4)  # no reorientation
+
+
+def test_loaded_label_keeps_axes(tmp_path, volume_transforms):
+    shape = (288, 272, 3)
+    gd = np.zeros(shape, np.int16)
+    gd[140:150, 100:130, 0] = 200  # slice 0: myocardium in a horizontal bar
+    gd[120:160, 150:155, 2] = 500  # slice 2: blood pool only
+    arrays = {s: np.ones(shape, np.float32) for s in SEQUENCES} | {"gd": gd}
+    out = volume_transforms(_write_case(tmp_path, arrays))
+    expect = _crop_or_pad((gd == 200).astype(np.float32))
+    assert tuple(out["mask"].shape) == (1, FOV, FOV, 3)
+    np.testing.assert_array_equal(out["mask"][0].numpy(), expect)
+    np.testing.assert_array_equal(np.asarray(out["gd"][0]), _crop_or_pad(gd))
+
+
+# --- intensity protocol ---------------------------------------------------------------------------------------
+
+
+def test_normalize_fov_unit():
+    x = torch.zeros(3, 201)
+    x[0] = torch.arange(201.0)  # p99.5 of 0..200 is exactly 199
+    x[1] = torch.arange(201.0) - 50  # negatives
+    # channel 2 all zero
+    y = normalize_fov(x)
+    assert y.shape == x.shape and y.dtype == torch.float32
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
+    assert float(y[0, 199]) == 1.0 and float(y[0, 200]) == 1.0
+    torch.testing.assert_close(y[0, :199], torch.arange(199.0) / 199)
+    hi1 = np.percentile(np.arange(201.0) - 50, 99.5)
+    assert torch.all(y[1, :51] == 0) and y[1, 60] == pytest.approx(10 / hi1)
+    assert torch.all(y[2] == 0) and torch.isfinite(y).all()
+    d = NormalizeFOVd("image")({"image": MetaTensor(x.clone(), meta={"filename_or_obj": "x"})})
+    assert isinstance(d["image"], MetaTensor) and d["image"].meta["filename_or_obj"] == "x"
+    torch.testing.assert_close(d["image"].as_tensor(), y)
+
+
+def test_normalization_matches_numpy_on_fov_crop(tmp_path, volume_transforms):
+    shape = (320, 300, 3)
+    rng = np.random.default_rng(1)
+    c0 = rng.gamma(2.0, 200.0, shape).astype(np.float32)
+    c0[:20] = 1e5  # very bright rows outside the crop: the percentile must ignore them
+    t2 = (rng.normal(0, 300.0, shape)).astype(np.float32)  # half negative
+    arrays = {"C0": c0, "DE": np.zeros(shape, np.float32), "T2": t2}
+    img = volume_transforms(_write_case(tmp_path, arrays))["image"].numpy()
+    ox, oy = (320 - FOV) // 2, (300 - FOV) // 2
+    for c, seq in enumerate(SEQUENCES):
+        crop = arrays[seq][ox : ox + FOV, oy : oy + FOV]
+        np.testing.assert_allclose(img[c], _norm(crop), rtol=1e-5, atol=1e-6)
+        assert img[c].min() >= 0 and img[c].max() <= 1
+    assert not img[1].any()  # all-zero channel stays zero
+    assert img[0].max() == 1.0 and img[2].max() == 1.0
+    assert np.all(img[2][arrays["T2"][ox : ox + FOV, oy : oy + FOV] <= 0] == 0)  # negatives clipped to 0
+    assert np.isclose((img[0] == 1).mean(), 0.005, atol=0.001)  # the top 0.5 % saturates
+
+
+# --- crop / pad offsets and paste_fov -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "native, offsets",
+    [((409, 300), (76, 22)), ((200, 100), (-28, -78)), ((256, 256), (0, 0)), ((411, 255), (77, 0)),
+     ((201, 199), (-27, -28))],
+)
+def test_crop_offsets_and_paste_inverse(native, offsets, crop_transform):
+    assert fov_offsets(native, FOV) == offsets
+    raw = np.random.default_rng(2).random((*native, 2)).astype(np.float32) + 1  # > 0 everywhere
+    slab = np.asarray(crop_transform({"image": torch.as_tensor(raw)[None]})["image"][0])
+    assert slab.shape == (FOV, FOV, 2)
+    np.testing.assert_array_equal(slab, _crop_or_pad(raw))
+    ox, oy = offsets
+    if native == (409, 300):
+        np.testing.assert_array_equal(slab, raw[76:332, 22:278])
+    if native == (200, 100):
+        np.testing.assert_array_equal(slab[28:228, 78:178], raw)
+        assert (slab > 0).sum() == raw.size  # zero padding elsewhere
+    back = paste_fov(slab, raw.shape)
+    assert back.shape == raw.shape and back.dtype == slab.dtype
+    inside = np.zeros(native, bool)
+    inside[max(ox, 0) : max(ox, 0) + FOV, max(oy, 0) : max(oy, 0) + FOV] = True
+    np.testing.assert_array_equal(back[inside], raw[inside])  # exact inverse on the field of view
+    assert not back[~inside].any()  # zero outside
+    if min(native) <= FOV and max(native) <= FOV:
+        np.testing.assert_array_equal(back, raw)
+
+
+# --- labels ---------------------------------------------------------------------------------------------------
+
+
+def test_myocardium_mask():
+    values = torch.tensor([*LABEL_VALUES, 200, 1220, 2221, 500], dtype=torch.float32)
+    gd = values.reshape(1, 2, 5, 1).repeat(1, 1, 1, 3)
+    d = MyocardiumMaskd(label_key="gd")({"gd": gd})
+    assert d["mask"].shape == gd.shape and d["mask"].dtype == torch.float32
+    expect = torch.isin(gd, torch.tensor([200.0, 1220.0, 2221.0])).float()
+    torch.testing.assert_close(d["mask"], expect)
+    assert float(d["mask"].sum()) == 3 * 6
+    for v in LABEL_VALUES:
+        m = MyocardiumMaskd()({"gd": torch.full((1, 2, 2, 1), float(v))})["mask"]
+        assert bool((m == 1).all()) == (v in (200, 1220, 2221)) and bool((m == 0).all()) != (v in (200, 1220, 2221))
+    assert "mask" not in MyocardiumMaskd()({"image": torch.zeros(1, 2, 2, 1)})
+
+
+# --- case validation ------------------------------------------------------------------------------------------
+
+_SHAPE = (64, 72, 3)
+
+
+def _validate(tmp_path, **change):
+    """Write a valid small case, replace arrays/affines given in ``change`` and run LoadImaged + ValidateCased."""
+    aff = phantom_affine(_SHAPE)
+    arrays = {s: np.full(_SHAPE, 10 + i, np.float32) for i, s in enumerate(SEQUENCES)}
+    gd = np.zeros(_SHAPE, np.int16)
+    gd[10:20, 10:20] = 200
+    arrays["gd"] = gd
+    item = {"case": "myops_test_299"}
+    for key, arr in arrays.items():
+        arr = change.get(key, arr)
+        item[key] = _save(tmp_path / f"myops_test_299_{key}.nii.gz", arr, change.get(f"{key}_affine", aff))
+    d = LoadImaged(KEYS, image_only=True, allow_missing_keys=True)(item)
+    return ValidateCased(KEYS)(d)
+
+
+def test_validate_accepts_valid_case(tmp_path):
+    d = _validate(tmp_path)
+    assert set(d) == {"case", *KEYS}
+
+
+@pytest.mark.parametrize(
+    "change, file_key, match",
+    [
+        ({"DE": np.zeros((64, 70, 3), np.float32)}, "DE", "shape mismatch"),
+        ({"gd": np.zeros((64, 72, 4), np.int16)}, "gd", "shape mismatch"),
+        ({"T2_affine": phantom_affine(_SHAPE) @ np.diag([1.0, 1.0, 1.1, 1.0])}, "T2", "affine mismatch"),
+        ({s: np.zeros(_SHAPE[:2], np.float32) for s in SEQUENCES} | {"gd": np.zeros(_SHAPE[:2], np.int16)},
+         "C0", "3D"),
+        ({"DE": np.zeros((*_SHAPE, 2), np.float32)}, "DE", "3D"),
+        ({"T2": np.where(np.arange(64)[:, None, None] == 5, np.nan, 1.0) * np.ones(_SHAPE, np.float32)},
+         "T2", "NaN"),
+        ({"gd": (np.where(np.arange(64)[:, None, None] == 5, 300, 0) * np.ones(_SHAPE)).astype(np.int16)},
+         "gd", "300"),
+    ],
+    ids=["shape", "label-shape", "affine", "2d", "4d", "nan", "label-300"],
+)
+def test_validate_rejects(tmp_path, change, file_key, match):
+    with pytest.raises(DataError, match=match) as err:
+        _validate(tmp_path, **change)
+    assert f"myops_test_299_{file_key}.nii.gz" in str(err.value)
+
+
+def test_bad_case_in_pipeline_raises_data_error(tmp_path, volume_transforms):
+    from bundle.data import build_slices
+
+    gd = np.zeros(_SHAPE, np.int16)
+    gd[3, 3, 1] = 300
+    item = _write_case(tmp_path, {**{s: np.ones(_SHAPE, np.float32) for s in SEQUENCES}, "gd": gd})
+    with pytest.raises(DataError, match=r"myops_test_299_gd\.nii\.gz.*300"):
+        build_slices([item], volume_transforms, progress=False)
+
+
+# --- stacking -------------------------------------------------------------------------------------------------
+
+
+def test_stack_sequences_zero_fills_missing():
+    c0 = MetaTensor(torch.full((1, 4, 5, 2), 3.0), meta={"filename_or_obj": "c0.nii.gz"})
+    t2 = torch.full((1, 4, 5, 2), 7.0)
+    d = StackSequencesd(SEQUENCES)({"C0": c0, "T2": t2, "case": "x"})
+    img = d["image"]
+    assert tuple(img.shape) == (3, 4, 5, 2) and img.dtype == torch.float32
+    assert bool((img[0] == 3).all()) and bool((img[1] == 0).all()) and bool((img[2] == 7).all())
+    assert d["present"] == [True, False, True]
+    assert not {"C0", "DE", "T2"} & set(d) and d["case"] == "x"
+    assert isinstance(img, MetaTensor) and img.meta["filename_or_obj"] == "c0.nii.gz"
+    full = StackSequencesd(SEQUENCES)({"DE": t2, "C0": c0, "T2": c0})
+    assert full["present"] == [True, True, True]
+    assert [float(full["image"][i].mean()) for i in range(3)] == [3.0, 7.0, 3.0]  # canonical order, not dict order
