@@ -34,12 +34,13 @@ class DataError(ValueError):
 
 
 def discover_cases(
-    dataset_dir: str | Path, split: str, validation_ids: Sequence[int], require_label: bool = False
+    dataset_dir: str | Path, split: str, validation_ids: Sequence[int], require_label: bool = False,
+    required: Sequence[str] = SEQUENCES,
 ) -> list[dict[str, str]]:
     """List the cases of ``split`` as dicts ``{"case", "C0", "DE", "T2"[, "gd"]}`` (paths as str).
 
-    A case needs all three sequences; its label ``gd`` is added when the file exists
-    (``require_label=True`` makes a missing label an error).
+    A case needs the ``required`` sequences (all three for training; the two conditions for inference);
+    its label ``gd`` is added when the file exists (``require_label=True`` makes a missing label an error).
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: expected one of {SPLITS}")
@@ -62,7 +63,7 @@ def discover_cases(
         if split == "validation" and ids[case] not in val or split == "test" and ids[case] in val:
             continue
         item = found[case]
-        missing = [s for s in SEQUENCES if s not in item]
+        missing = [s for s in required if s not in item]
         if missing:
             raise DataError(f"case {case} in {img_dir} lacks sequence file(s) {missing} (expected {case}_<SEQ>.nii.gz)")
         for ext in (".nii.gz", ".nii"):

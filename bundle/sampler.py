@@ -40,6 +40,7 @@ class CMRDiffSampler(Inferer):
         num_samples: int = 1,
         seed: int | None = 0,
         progress: bool = True,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
@@ -58,7 +59,9 @@ class CMRDiffSampler(Inferer):
         self.guide = seqs.index(guide)
         self.steps, self.s1, self.s2 = int(num_inference_steps), float(guidance_scale_1), float(guidance_scale_2)
         self.strength, self.num_samples, self.seed, self.progress = float(strength), int(num_samples), seed, progress
+        self.image_size = image_size
         self.uncertainty: torch.Tensor | None = None
+        self.uncertainty_volume: torch.Tensor | None = None
 
     def timesteps(self) -> torch.Tensor:
         """The DDIM timesteps actually run: the last ``int(steps·strength)`` of the full schedule."""
@@ -109,9 +112,28 @@ class CMRDiffSampler(Inferer):
         return x.mean(1), std
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
-        """Synthesized target (B, 1, H, W); the uncertainty map (or None) is kept in ``self.uncertainty``."""
-        mean, self.uncertainty = self.sample(inputs, network)
-        return mean
+        """Slices (B, 3, H, W) -> (B, 1, H, W); or field-of-view volumes (B, 3, X, Y, S) -> (B, 1, X, Y, S):
+        every slice is resized to ``image_size`` (area), sampled in one batch and resized back (bicubic).
+        The uncertainty (or None) is kept in ``self.uncertainty`` / ``self.uncertainty_volume``."""
+        if inputs.ndim == 4:
+            mean, self.uncertainty = self.sample(inputs, network)
+            return mean
+        if inputs.ndim != 5 or inputs.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) slices or (B, 3, X, Y, S) volumes, got {tuple(inputs.shape)}")
+        b, _, nx, ny, ns = inputs.shape
+        x = inputs.permute(0, 4, 1, 2, 3).reshape(b * ns, 3, nx, ny).float()
+        size = self.image_size or nx
+        if (nx, ny) != (size, size):
+            x = nn.functional.interpolate(x, size=(size, size), mode="area")
+        mean, std = self.sample(x, network)
+
+        def back(t: torch.Tensor) -> torch.Tensor:
+            if (nx, ny) != (size, size):
+                t = nn.functional.interpolate(t, size=(nx, ny), mode="bicubic", align_corners=False)
+            return t.reshape(b, ns, 1, nx, ny).permute(0, 2, 3, 4, 1)
+
+        self.uncertainty_volume = back(std).clamp_min(0) if std is not None else None
+        return back(mean).clamp(0, 1)
 
 
 def _check(name: str, value, ok, what: str) -> None:

@@ -39,7 +39,7 @@ def save_weights(path: str | Path, network: nn.Module, arch: dict[str, Any], **e
 
 
 def load_weights(path: str | Path, network: nn.Module, arch: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load ``path`` into ``network`` and return its ``extra`` dict.
+    """Load ``path`` into ``network`` and return its ``extra`` dict (plus the stored ``arch``).
 
     When ``arch`` is given, every key it names must match the stored ``arch`` (e.g. ``{"task": "lge"}``).
     """
@@ -63,7 +63,7 @@ def load_weights(path: str | Path, network: nn.Module, arch: dict[str, Any] | No
         msg = str(e).splitlines()[0]
         raise WeightsError(f"{path} does not fit the configured {type(net).__name__} ({msg}); "
                            f"stored arch: {stored}") from None
-    return dict(ckpt.get("extra", {}))
+    return dict(ckpt.get("extra", {}), arch=stored)
 
 
 def _norm(v: Any) -> Any:
@@ -89,3 +89,18 @@ def diffusion_weights_path(models_dir: str | Path, profile: str, task: str) -> P
             return p
     raise WeightsError(f"no diffusion weights for task {task!r}, profile {profile!r}: looked for "
                        f"{', '.join(map(str, tried))}")
+
+
+def load_diffusion(path: str | Path, network: nn.Module, arch: dict[str, Any], task: str,
+                   scale_factor: float) -> dict[str, Any]:
+    """Load diffusion weights for ``task``: the file must hold a model of that task or the all-task ``any``
+    model, and must have been trained on latents with the autoencoder's ``scale_factor``."""
+    extra = load_weights(path, network, arch)
+    stored = extra["arch"].get("task")
+    if stored not in (task, "any"):
+        raise WeightsError(f"{path} is a model for task {stored!r}; it cannot synthesize task {task!r}")
+    sf = extra.get("scale_factor")
+    if sf is not None and abs(float(sf) - float(scale_factor)) > 1e-4 * max(1.0, abs(float(sf))):
+        raise WeightsError(f"{path} was trained on latents with scale factor {sf:.5f}, but the autoencoder's is "
+                           f"{scale_factor:.5f}: the diffusion model and the autoencoder do not belong together")
+    return extra
