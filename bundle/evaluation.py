@@ -57,9 +57,10 @@ class SynthesisMetrics:
     (``pred`` (1, X, Y, S) vs channel ``target`` of ``image`` (3, X, Y, S); ``mask`` (1, X, Y, S)), puts the means
     into ``engine.state.metrics`` and writes ``metrics.csv`` and ``summary.json`` to ``output_dir``."""
 
-    def __init__(self, output_dir: str | Path, task: str, target: str, extra: dict | None = None) -> None:
+    def __init__(self, output_dir: str | Path, task: str, target: str, extra: dict | None = None,
+                 pred_channel: int = 0, prefix: str = "") -> None:
         self.output_dir, self.task, self.target = Path(output_dir), task, SEQUENCES.index(target)
-        self.extra = dict(extra or {})
+        self.extra, self.pred_channel, self.prefix = dict(extra or {}), pred_channel, prefix
         self.rows: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
@@ -72,7 +73,7 @@ class SynthesisMetrics:
             present = item.get("present", [True] * 3)
             if not bool(present[self.target]):
                 raise DataError(f"case {item['case']}: evaluation needs the reference {SEQUENCES[self.target]} file")
-            ref, pred = item["image"][self.target], out["pred"][0]
+            ref, pred = item["image"][self.target], out["pred"][self.pred_channel]
             mask = item["mask"][0] if "mask" in item else None
             for s in range(pred.shape[-1]):
                 m = slice_metrics(pred[..., s].cpu(), ref[..., s].cpu(), None if mask is None else mask[..., s].cpu())
@@ -92,7 +93,7 @@ class SynthesisMetrics:
         from bundle.io import _atomic
 
         s = self.summary()
-        engine.state.metrics.update({k: s["over_slices"][k]["mean"] for k in COLUMNS})
+        engine.state.metrics.update({self.prefix + k: s["over_slices"][k]["mean"] for k in COLUMNS})
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
         def write_csv(tmp: str) -> None:
@@ -101,8 +102,8 @@ class SynthesisMetrics:
                 w.writeheader()
                 w.writerows({**r, **{k: f"{r[k]:.4f}" for k in COLUMNS}} for r in self.rows)
 
-        _atomic(self.output_dir / "metrics.csv", write_csv)
-        _atomic(self.output_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(s, indent=2)))
+        _atomic(self.output_dir / f"{self.prefix}metrics.csv", write_csv)
+        _atomic(self.output_dir / f"{self.prefix}summary.json", lambda tmp: Path(tmp).write_text(json.dumps(s, indent=2)))
         o = s["over_slices"]
         print(f"[{self.task}] {s['slices']} slices of {s['cases']} cases: "
               + ", ".join(f"{k} {o[k]['mean']:.4f}±{o[k]['std']:.4f}" for k in COLUMNS))

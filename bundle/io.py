@@ -81,7 +81,7 @@ def save_png(tiles: Sequence[np.ndarray], titles: Sequence[str], path: str | Pat
 
 
 class SaveSynthesisd(MapTransform):
-    """Evaluator post-processing: writes ``<case>_<SEQ>_synth.nii.gz`` (and ``_uncertainty`` when the
+    """Evaluator post-processing: writes ``<case>_<SEQ>_<suffix>.nii.gz`` (suffix ``synth``) (and ``_uncertainty`` when the
     inferer produced one) on the grid of the case's first condition file, plus ``<case>_<SEQ>_synth.png``.
 
     ``pred`` (1, fov, fov, S) is pasted into the native grid (0 outside the field of view). ``image``
@@ -89,10 +89,11 @@ class SaveSynthesisd(MapTransform):
     """
 
     def __init__(self, output_dir: str | Path, target: str, conditions: Sequence[str], inferer=None,
-                 keys: KeysCollection = "pred", preview: bool = True) -> None:
+                 keys: KeysCollection = "pred", preview: bool = True, suffix: str = "synth",
+                 pred_channel: int = 0) -> None:
         super().__init__(keys)
         self.output_dir, self.target, self.conditions = Path(output_dir), target, list(conditions)
-        self.inferer, self.preview = inferer, preview
+        self.inferer, self.preview, self.suffix, self.pred_channel = inferer, preview, suffix, pred_channel
         self.written: list[Path] = []
 
     def __call__(self, data: Mapping) -> dict:
@@ -101,8 +102,8 @@ class SaveSynthesisd(MapTransform):
         inputs = [str(d[f"{s}_path"]) for s in SEQUENCES if f"{s}_path" in d]
         ref = str(d[f"{self.conditions[0]}_path"])
         native = nib.load(ref).shape
-        pred = torch.as_tensor(d["pred"]).detach().float().cpu().numpy()[0]
-        out = self.output_dir / f"{case}_{self.target}_synth.nii.gz"
+        pred = torch.as_tensor(d["pred"]).detach().float().cpu().numpy()[self.pred_channel]
+        out = self.output_dir / f"{case}_{self.target}_{self.suffix}.nii.gz"
         self.written.append(save_nifti_like(paste_fov(pred, native), ref, out, inputs))
         unc = getattr(self.inferer, "uncertainty_volume", None)
         if unc is not None:
@@ -113,10 +114,10 @@ class SaveSynthesisd(MapTransform):
             img = torch.as_tensor(d["image"]).float().cpu().numpy()
             s = pred.shape[-1] // 2
             tiles = [img[SEQUENCES.index(c), :, :, s] for c in self.conditions] + [pred[:, :, s]]
-            titles = [f"{c} (input)" for c in self.conditions] + [f"{self.target} synth"]
+            titles = [f"{c} (input)" for c in self.conditions] + [f"{self.target} {self.suffix}"]
             if d.get("present", [True] * 3)[SEQUENCES.index(self.target)]:
                 ref_img = img[SEQUENCES.index(self.target), :, :, s]
                 tiles += [ref_img, np.abs(pred[:, :, s] - ref_img)]
                 titles += [f"{self.target} reference", "|error|"]
-            self.written.append(save_png(tiles, titles, self.output_dir / f"{case}_{self.target}_synth.png"))
+            self.written.append(save_png(tiles, titles, self.output_dir / f"{case}_{self.target}_{self.suffix}.png"))
         return d

@@ -30,6 +30,27 @@ class AutoencoderKLInferer(Inferer):
         return recon
 
 
+class AutoencoderVolumeInferer(Inferer):
+    """Reconstructs field-of-view volumes (B, C, X, Y, S) slice by slice and channel by channel through the VAE
+    (resized to ``image_size`` with area interpolation and back with bicubic) -> (B, C, X, Y, S) in [0, 1]."""
+
+    def __init__(self, image_size: int | None = None, batch_size: int = 32) -> None:
+        super().__init__()
+        self.image_size, self.batch_size = image_size, batch_size
+
+    @torch.inference_mode()
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
+        b, c, nx, ny, ns = inputs.shape
+        x = inputs.permute(0, 4, 1, 2, 3).reshape(b * ns * c, 1, nx, ny).float()
+        size = self.image_size or nx
+        if (nx, ny) != (size, size):
+            x = nn.functional.interpolate(x, size=(size, size), mode="area")
+        rec = torch.cat([network(x[i : i + self.batch_size])[0] for i in range(0, x.shape[0], self.batch_size)])
+        if (nx, ny) != (size, size):
+            rec = nn.functional.interpolate(rec, size=(nx, ny), mode="bicubic", align_corners=False)
+        return rec.clamp(0, 1).reshape(b, ns, c, nx, ny).permute(0, 2, 3, 4, 1)
+
+
 class PatchLogitsInferer(Inferer):
     """Runs ``PatchDiscriminator`` and returns its last output, the patch logits (B, 1, h, w)."""
 

@@ -1,0 +1,226 @@
+"""bundle/engine.py: task slots, condition dropout, the prepare-batch, the training inferer and the latent cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.schedulers import DDPMScheduler
+from torch import nn
+
+from bundle.engine import CMRDiffPrepareBatch, CMRDiffTrainInferer, condition_dropout, encode_slices, task_slots
+from bundle.losses import latent_mask
+
+LC, H, W, IMG = 4, 16, 16, 64
+
+
+@pytest.fixture(scope="module")
+def tasks(parser):
+    return parser().get_parsed_content("tasks")
+
+
+def _batch(b: int = 8, seed: int = 0, mask: bool = True) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    out = {
+        "image": torch.rand(b, 3, IMG, IMG, generator=g),
+        "latent": torch.randn(b, 3 * LC, H, W, generator=g),
+        "case": [f"myops_training_{101 + i % 3}" for i in range(b)],
+        "slice": torch.arange(b),
+    }
+    if mask:
+        out["mask"] = (torch.rand(b, 1, IMG, IMG, generator=g) > 0.9).float()
+    return out
+
+
+def _prep(tasks, task="lge", **kw):
+    kw.setdefault("drop_prob", 0.05)
+    return CMRDiffPrepareBatch(num_train_timesteps=1000, task=task, tasks=tasks, latent_channels=LC, **kw)
+
+
+# ---------------------------------------------------------------------------------------------- task_slots
+@pytest.mark.parametrize("task, slots", [("lge", (1, 0, 2)), ("t2", (2, 0, 1)), ("bssfp", (0, 2, 1))])
+def test_task_slots(tasks, task, slots):
+    assert task_slots(task, tasks) == slots
+
+
+def test_task_slots_unknown(tasks):
+    with pytest.raises(ValueError, match="unknown task 'flair'"):
+        task_slots("flair", tasks)
+
+
+# ------------------------------------------------------------------------------------- condition_dropout
+def test_condition_dropout_rates():
+    n, p = 200_000, 0.05
+    keep1, keep2 = condition_dropout(n, p, torch.Generator().manual_seed(0))
+    assert keep1.shape == keep2.shape == (n,) and keep1.dtype == keep2.dtype == torch.bool
+    rate = lambda m: m.float().mean().item()  # noqa: E731
+    assert rate(keep1 & ~keep2) == pytest.approx(p, abs=0.005)  # only condition 2 dropped
+    assert rate(~keep1 & ~keep2) == pytest.approx(p, abs=0.005)  # both dropped
+    assert rate(~keep1 & keep2) == pytest.approx(p, abs=0.005)  # only condition 1 dropped
+    assert rate(keep1 & keep2) == pytest.approx(1 - 3 * p, abs=0.005)
+
+
+def test_condition_dropout_zero_keeps_all():
+    keep1, keep2 = condition_dropout(1000, 0.0)
+    assert keep1.all() and keep2.all()
+
+
+# ----------------------------------------------------------------------------------- CMRDiffPrepareBatch
+def _latent_slots(batch):
+    return batch["latent"].view(-1, 3, LC, H, W)
+
+
+def test_prepare_batch_shapes_and_values(tasks):
+    b = 8
+    batch = _batch(b)
+    target, (goal, mask), args, kw = _prep(tasks, "lge", drop_prob=0.0)(batch)
+    assert target.shape == (b, LC, H, W) and goal.shape == (b, LC, H, W) and mask.shape == (b, 1, H, W)
+    assert args == ()
+    assert set(kw) == {"noise", "timesteps", "cond", "images", "keep", "class_labels"}
+    assert kw["noise"].shape == (b, LC, H, W)
+    assert kw["timesteps"].shape == (b,) and kw["timesteps"].dtype == torch.long
+    assert ((kw["timesteps"] >= 0) & (kw["timesteps"] < 1000)).all()
+    assert kw["cond"].shape == (b, 3 * LC, H, W)
+    assert kw["images"].shape == (b, 3, IMG, IMG)
+    assert kw["keep"].shape == (b, 3) and kw["keep"].dtype == torch.bool
+    torch.testing.assert_close(goal, kw["noise"])  # epsilon prediction: the target is the noise
+    torch.testing.assert_close(kw["images"], batch["image"])
+    # lge: target DE (1), conditions C0 (0) and T2 (2)
+    assert (kw["class_labels"] == 1).all()
+    torch.testing.assert_close(target, _latent_slots(batch)[:, 1])
+    assert kw["keep"].tolist() == [[True, False, True]] * b
+    cond = kw["cond"].view(b, 3, LC, H, W)
+    assert (cond[:, 1] == 0).all()
+    torch.testing.assert_close(cond[:, [0, 2]], _latent_slots(batch)[:, [0, 2]])
+    torch.testing.assert_close(mask, latent_mask(batch["mask"], (H, W)))
+    assert mask.sum() > 0
+
+
+def test_prepare_batch_without_mask_gives_zero_mask(tasks):
+    _, (_, mask), _, _ = _prep(tasks)(_batch(4, mask=False))
+    assert mask.shape == (4, 1, H, W) and (mask == 0).all()
+
+
+@pytest.mark.parametrize("task", ["lge", "t2", "bssfp", "any"])
+def test_prepare_batch_dropout_zeroes_dropped_conditions(tasks, task):
+    b = 256
+    batch = _batch(b, seed=1)
+    target, _, _, kw = _prep(tasks, task, drop_prob=0.25)(batch)
+    lat, cond, keep = _latent_slots(batch), kw["cond"].view(b, 3, LC, H, W), kw["keep"]
+    tgt = kw["class_labels"]
+    idx = torch.arange(b)
+    torch.testing.assert_close(target, lat[idx, tgt])
+    assert not keep[idx, tgt].any()  # the target slot is never a condition
+    assert (cond[idx, tgt] == 0).all()
+    k = keep.view(b, 3, 1, 1, 1)
+    assert torch.equal(torch.where(k, cond, lat), lat)  # kept slots: the condition latent
+    assert (cond[~keep] == 0).all()  # dropped slots (and the target's): zero
+    assert set(keep.sum(1).tolist()) == {0, 1, 2}  # with p = 1/4 every dropout case occurs
+    if task != "any":
+        assert (tgt == task_slots(task, tasks)[0]).all()
+
+
+def test_prepare_batch_any_draws_every_target_with_its_conditions(tasks):
+    b = 300
+    _, _, _, kw = _prep(tasks, "any", drop_prob=0.0)(_batch(b, seed=2))
+    tgt, keep = kw["class_labels"], kw["keep"]
+    counts = torch.bincount(tgt, minlength=3)
+    assert (counts > 50).all(), counts  # roughly uniform over the three targets
+    by_target = {task_slots(t, tasks)[0]: task_slots(t, tasks) for t in tasks}
+    for i in range(b):
+        t, c1, c2 = by_target[int(tgt[i])]
+        expected = [False] * 3
+        expected[c1] = expected[c2] = True
+        assert keep[i].tolist() == expected
+
+
+def test_prepare_batch_seed_reproducible(tasks):
+    batch = _batch(8, seed=3)
+    a = _prep(tasks, "any", drop_prob=1 / 3, seed=7)(batch)
+    b = _prep(tasks, "any", drop_prob=1 / 3, seed=7)(batch)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+    for k in a[3]:
+        torch.testing.assert_close(a[3][k], b[3][k])
+    # another batch (other slices) gets other noise under the same seed
+    other = dict(batch, slice=torch.arange(8) + 100)
+    c = _prep(tasks, "any", drop_prob=1 / 3, seed=7)(other)
+    assert not torch.equal(a[3]["noise"], c[3]["noise"])
+    # no seed: fresh randomness every call
+    prep = _prep(tasks, "any", drop_prob=1 / 3, seed=None)
+    n1, n2 = prep(batch)[3], prep(batch)[3]
+    assert not torch.equal(n1["noise"], n2["noise"])
+    assert not torch.equal(n1["timesteps"], n2["timesteps"])
+
+
+def test_prepare_batch_v_prediction(tasks):
+    sched = DDPMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015,
+                          beta_end=0.0195, prediction_type="v_prediction")
+    target, (goal, _), _, kw = _prep(tasks, "t2", scheduler=sched, seed=0)(_batch(6, seed=4))
+    torch.testing.assert_close(goal, sched.get_velocity(target, kw["noise"], kw["timesteps"]))
+    # v = sqrt(ᾱ_t)·ε − sqrt(1 − ᾱ_t)·x0
+    ab = sched.alphas_cumprod[kw["timesteps"]].view(-1, 1, 1, 1)
+    torch.testing.assert_close(goal, ab.sqrt() * kw["noise"] - (1 - ab).sqrt() * target)
+    assert not torch.allclose(goal, kw["noise"])
+
+
+def test_prepare_batch_drop_prob_range(tasks):
+    with pytest.raises(ValueError, match="drop_prob"):
+        _prep(tasks, drop_prob=0.4)
+    with pytest.raises(ValueError, match="unknown task"):
+        _prep(tasks, task="flair")
+
+
+# ------------------------------------------------------------------------------------ CMRDiffTrainInferer
+class _Spy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x, timesteps, **kwargs):
+        self.calls.append((x, timesteps, kwargs))
+        return x[:, :LC] * 2
+
+
+def test_train_inferer_calls_network_with_noised_input():
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    g = torch.Generator().manual_seed(5)
+    b = 3
+    inputs, noise = torch.randn(b, LC, H, W, generator=g), torch.randn(b, LC, H, W, generator=g)
+    cond = torch.randn(b, 3 * LC, H, W, generator=g)
+    images, keep = torch.rand(b, 3, IMG, IMG, generator=g), torch.tensor([[1, 0, 1]] * b, dtype=torch.bool)
+    t, labels = torch.tensor([0, 500, 999]), torch.tensor([1, 1, 1])
+    spy = _Spy()
+    out = CMRDiffTrainInferer(scheduler=sched)(inputs, spy, noise=noise, timesteps=t, cond=cond, images=images,
+                                               keep=keep, class_labels=labels)
+    assert len(spy.calls) == 1
+    x, ts, kw = spy.calls[0]
+    ab = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    noisy = ab.sqrt() * inputs + (1 - ab).sqrt() * noise
+    assert x.shape == (b, 4 * LC, H, W)
+    torch.testing.assert_close(x[:, :LC], noisy)
+    torch.testing.assert_close(x[:, LC:], cond)
+    assert torch.equal(ts, t)
+    assert kw.keys() == {"class_labels", "images", "keep"}
+    assert torch.equal(kw["class_labels"], labels) and torch.equal(kw["images"], images)
+    assert torch.equal(kw["keep"], keep)
+    torch.testing.assert_close(out, noisy * 2)
+
+
+# ---------------------------------------------------------------------------------------------- encode_slices
+def test_encode_slices_latent_is_scaled_mu(parser):
+    torch.manual_seed(0)
+    ae = parser(profile="tiny").get_parsed_content("autoencoder").cpu()
+    g = torch.Generator().manual_seed(6)
+    slices = [{"image": torch.rand(3, IMG, IMG, generator=g), "case": f"c{i}", "slice": i} for i in range(3)]
+    scale = 0.7
+    out = encode_slices(ae, slices, scale, batch_size=2)  # two chunks
+    assert len(out) == 3
+    ae.eval()
+    with torch.no_grad():
+        for s, o in zip(slices, out):
+            assert o["case"] == s["case"] and o["slice"] == s["slice"] and o["image"] is s["image"]
+            assert o["latent"].shape == (3 * LC, H, W)
+            for k in range(3):  # C0, DE, T2
+                mu = ae.encode(s["image"][k][None, None])[0][0]
+                torch.testing.assert_close(o["latent"][k * LC : (k + 1) * LC], mu * scale, atol=1e-5, rtol=1e-4)
+    assert "latent" not in slices[0]  # the input dicts are not modified

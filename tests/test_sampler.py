@@ -1,0 +1,224 @@
+"""CMRDiffSampler on tiny random networks: shapes, determinism, the DDIM/guidance identities, SDEdit step
+counting, the uncertainty output and knob validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bundle.sampler import CMRDiffSampler
+
+SCALE = 0.7
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def tiny(parser):
+    """(network, autoencoder, parser) built from the tiny profile, with every weight perturbed: MONAI zero-inits
+    the UNet's output convolution (and the null tokens are zeros), so an untouched network would predict 0 for
+    every branch and the guidance tests could not fail."""
+    p = parser(profile="tiny", device="cpu")
+    torch.manual_seed(1234)
+    net, ae = p.get_parsed_content("network_def"), p.get_parsed_content("autoencoder_def")
+    with torch.no_grad():
+        for m in (net, ae):
+            for prm in m.parameters():
+                prm.add_(torch.randn_like(prm) * 0.05)
+    return net.eval(), ae.eval(), p
+
+
+def _scheduler(p):
+    # as configs/inference.yaml's ddim_scheduler
+    from monai.networks.schedulers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=p["num_train_timesteps"], schedule=p["beta_schedule"],
+                         beta_start=p["beta_start"], beta_end=p["beta_end"], prediction_type=p["prediction_type"],
+                         clip_sample=False)
+
+
+def _sampler(tiny, **kw) -> CMRDiffSampler:
+    _, ae, p = tiny
+    args = dict(scheduler=_scheduler(p), autoencoder=ae, scale_factor=SCALE, task="lge", tasks=p["tasks"],
+                num_inference_steps=STEPS, seed=0, progress=False, image_size=p["image_size"])
+    args.update(kw)
+    return CMRDiffSampler(**args)
+
+
+def _images(b=2, h=64, w=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((b, 3, h, w), generator=g)
+
+
+@torch.no_grad()
+def _reference(tiny, images, task, steps, s1, s2, seed, only_full=False):
+    """Independent DDIM loop from pure noise drawn with the same generator; each branch a separate forward.
+    ``only_full``: use ε(c1, c2) alone (what c_I1 = c_I2 = 1 must reduce to)."""
+    net, ae, p = tiny
+    sched = _scheduler(p)
+    seqs = ("C0", "DE", "T2")
+    spec = p["tasks"][task]
+    tgt, c1, c2 = seqs.index(spec["target"]), *(seqs.index(c) for c in spec["conditions"])
+    b = images.shape[0]
+    lat = torch.stack([ae.encode(images[:, i : i + 1])[0] * SCALE for i in range(3)], 1)  # (B, 3, lc, h, w)
+    lc, h, w = lat.shape[2:]
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn((b, lc, h, w), generator=g)
+    labels = torch.full((b,), tgt, dtype=torch.long)
+
+    def eps(z, t, kept):
+        keep = torch.zeros(b, 3, dtype=torch.bool)
+        keep[:, kept] = True
+        cond = (lat * keep.view(b, 3, 1, 1, 1).float()).reshape(b, 3 * lc, h, w)
+        tt = torch.full((b,), int(t), dtype=torch.long)
+        return net(torch.cat([z, cond], 1), tt, context=net.context(images, keep), class_labels=labels)
+
+    sched.set_timesteps(steps)
+    for t in sched.timesteps:
+        e_full = eps(z, t, [c1, c2])
+        if only_full:
+            e = e_full
+        else:
+            e_c1, e_null = eps(z, t, [c1]), eps(z, t, [])
+            e = e_null + s1 * (e_c1 - e_null) + s2 * (e_full - e_c1)
+        z, _ = sched.step(e, int(t), z)
+    return ae.decode_stage_2_outputs(z / SCALE).clamp(0, 1)
+
+
+def test_branches_differ(tiny):
+    """Sanity check of the fixture: the three guidance branches give different predictions."""
+    net, _, _ = tiny
+    x = torch.randn(3, 16, 16, 16)
+    keep = torch.tensor([[True, False, True], [True, False, False], [False, False, False]])
+    with torch.no_grad():
+        out = net(x, torch.full((3,), 500), context=net.context(_images(3), keep),
+                  class_labels=torch.ones(3, dtype=torch.long))
+    assert out.abs().mean() > 1e-3
+    assert (out[0] - out[1]).abs().max() > 1e-4 and (out[1] - out[2]).abs().max() > 1e-4
+
+
+def test_slice_shape(tiny):
+    out = _sampler(tiny)(_images(2), tiny[0])
+    assert out.shape == (2, 1, 64, 64)
+    assert out.dtype == torch.float32 and out.min() >= 0 and out.max() <= 1
+
+
+def test_volume_shape(tiny):
+    s = _sampler(tiny)
+    out = s(torch.rand(1, 3, 64, 64, 3), tiny[0])
+    assert out.shape == (1, 1, 64, 64, 3)
+    assert s.uncertainty_volume is None
+
+
+def test_volume_resized_back(tiny):
+    """A 128x128 volume is sampled at image_size 64 and returned at 128x128."""
+    calls = []
+    h = tiny[0].register_forward_hook(lambda m, a, o: calls.append(tuple(a[0].shape)))
+    try:
+        out = _sampler(tiny, num_inference_steps=1)(torch.rand(1, 3, 128, 128, 2), tiny[0])
+    finally:
+        h.remove()
+    assert out.shape == (1, 1, 128, 128, 2)
+    assert out.min() >= 0 and out.max() <= 1
+    assert calls and calls[0][-2:] == (16, 16)  # latent of a 64x64 slice: sampled at image_size
+
+
+def test_same_seed_identical(tiny):
+    x = _images(2)
+    a = _sampler(tiny, seed=3)(x, tiny[0])
+    b = _sampler(tiny, seed=3)(x, tiny[0])
+    assert torch.equal(a, b)
+    c = _sampler(tiny, seed=4)(x, tiny[0])
+    assert not torch.allclose(a, c, atol=1e-4)
+
+
+def test_strength_one_is_pure_noise_ddim(tiny):
+    """strength=1 starts from the same N(0, I) noise (same generator) as a plain guided DDIM loop."""
+    x = _images(2, seed=1)
+    out = _sampler(tiny, strength=1.0, seed=7, guidance_scale_1=1.5, guidance_scale_2=2.0)(x, tiny[0])
+    ref = _reference(tiny, x, "lge", STEPS, 1.5, 2.0, seed=7)
+    assert torch.allclose(out, ref, atol=1e-4), (out - ref).abs().max()
+    other = _reference(tiny, x, "lge", STEPS, 1.5, 2.0, seed=8)
+    assert not torch.allclose(out, other, atol=1e-4)
+
+
+@pytest.mark.parametrize("task", ["lge", "t2", "bssfp"])
+def test_unit_guidance_is_conditional_prediction(tiny, task):
+    """c_I1 = c_I2 = 1: ε̃ = ε(c1, c2) exactly (up to float rounding)."""
+    x = _images(2, seed=2)
+    out = _sampler(tiny, task=task, guidance_scale_1=1.0, guidance_scale_2=1.0, seed=5)(x, tiny[0])
+    ref = _reference(tiny, x, task, STEPS, 1.0, 1.0, seed=5, only_full=True)
+    assert torch.allclose(out, ref, atol=1e-4), (out - ref).abs().max()
+    # and it is not what other scales give (the test can tell the branches apart)
+    guided = _reference(tiny, x, task, STEPS, 3.0, 0.0, seed=5)
+    assert not torch.allclose(out, guided, atol=1e-3)
+
+
+@pytest.mark.parametrize("steps,strength,expected", [(10, 1.0, 10), (10, 0.45, 4), (8, 0.5, 4), (10, 0.05, 1)])
+def test_strength_runs_fewer_steps(tiny, steps, strength, expected):
+    """One batched forward (3·B rows) per step, int(steps·strength) steps: the last ones of the schedule."""
+    net = tiny[0]
+    b = 2
+    calls = []
+    h = net.register_forward_hook(lambda m, a, o: calls.append((a[0].shape[0], a[1].clone())))
+    try:
+        s = _sampler(tiny, num_inference_steps=steps, strength=strength)
+        out = s(_images(b), net)
+    finally:
+        h.remove()
+    assert out.shape == (b, 1, 64, 64)
+    assert len(calls) == expected
+    assert all(n == 3 * b for n, _ in calls)
+    sched = _scheduler(tiny[2])
+    sched.set_timesteps(steps)
+    ran = [int(t[0]) for _, t in calls]
+    assert ran == [int(t) for t in sched.timesteps[steps - expected :]]
+
+
+def test_strength_below_one_starts_from_guide(tiny):
+    """strength < 1 depends on the guide sequence's latent; strength 1 does not."""
+    x = _images(1, seed=3)
+    y = x.clone()
+    y[:, 0] = torch.rand_like(y[:, 0])  # change C0, the default guide of lge (and a condition)
+    z = x.clone()
+    z[:, 2] = torch.rand_like(z[:, 2])  # change T2 instead
+    a = _sampler(tiny, strength=0.5, guide="T2", guidance_scale_1=0, guidance_scale_2=0)
+    # with both scales 0 only ε(∅,∅) is used: the conditions' latents do not matter, the guide does
+    assert torch.allclose(a(x, tiny[0]), a(y, tiny[0]), atol=1e-5)
+    assert not torch.allclose(a(x, tiny[0]), a(z, tiny[0]), atol=1e-4)
+
+
+def test_num_samples_uncertainty(tiny):
+    s = _sampler(tiny, num_samples=3)
+    out = s(_images(2), tiny[0])
+    assert out.shape == (2, 1, 64, 64)
+    assert s.uncertainty is not None and s.uncertainty.shape == (2, 1, 64, 64)
+    assert (s.uncertainty >= 0).all() and s.uncertainty.max() > 0
+    vol = s(torch.rand(1, 3, 128, 128, 2), tiny[0])
+    assert vol.shape == (1, 1, 128, 128, 2)
+    assert s.uncertainty_volume.shape == (1, 1, 128, 128, 2) and (s.uncertainty_volume >= 0).all()
+    single = _sampler(tiny, num_samples=1)
+    single(_images(2), tiny[0])
+    assert single.uncertainty is None
+
+
+@pytest.mark.parametrize("kw,field", [
+    (dict(guidance_scale_1=-0.5), "guidance_scale_1"),
+    (dict(guidance_scale_2=-1), "guidance_scale_2"),
+    (dict(strength=0), "strength"),
+    (dict(strength=1.5), "strength"),
+    (dict(num_inference_steps=0), "num_inference_steps"),
+    (dict(num_inference_steps=2.5), "num_inference_steps"),
+    (dict(num_samples=0), "num_samples"),
+    (dict(guide="DE"), "guide"),  # the target of lge
+    (dict(task="t2", guide="T2"), "guide"),
+    (dict(guide="XX"), "guide"),
+    (dict(task="nope"), "task"),
+])
+def test_knob_validation(tiny, kw, field):
+    with pytest.raises(ValueError, match=field):
+        _sampler(tiny, **kw)
+
+
+def test_bad_input_shape(tiny):
+    with pytest.raises(ValueError, match="expected"):
+        _sampler(tiny)(torch.rand(1, 2, 64, 64), tiny[0])
