@@ -18,12 +18,14 @@ from monai.metrics import PSNRMetric, SSIMMetric
 from bundle.data import SEQUENCES, DataError
 
 COLUMNS = ("psnr", "ssim", "myo_psnr", "myo_ssim")
+PSNR_CAP = 120.0  # dB, = an MSE of 1e-12 (data range 1)
 
 
 def slice_metrics(pred: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, float]:
     """Metrics of one slice: pred, ref (X, Y) in [0, 1]; mask (X, Y) myocardium or None (-> NaN myo metrics)."""
     p, r = pred.float()[None, None], ref.float()[None, None]
-    out = {"psnr": float(PSNRMetric(max_val=1.0)(p, r).item()),
+    # identical images: PSNR capped at 120 dB (MSE floor 1e-12) like the myocardium PSNR, not inf
+    out = {"psnr": min(float(PSNRMetric(max_val=1.0)(p, r).item()), PSNR_CAP),
            "ssim": float(SSIMMetric(spatial_dims=2, data_range=1.0)(p, r).item()),
            "myo_psnr": math.nan, "myo_ssim": math.nan}
     if mask is not None and mask.sum() > 0:

@@ -67,16 +67,17 @@ def save_nifti_like(volume: np.ndarray, reference: str | Path, path: str | Path,
 
 
 def save_png(tiles: Sequence[np.ndarray], titles: Sequence[str], path: str | Path) -> Path:
-    """A one-row grayscale preview of 2D ``tiles`` in [0, 1] (each (H, W)), labelled with ``titles``."""
+    """A one-row grayscale preview of 2D ``tiles`` in [0, 1] (each (X, Y), shown X across and Y up), labelled
+    with ``titles``."""
     from PIL import Image, ImageDraw
 
-    h, w = tiles[0].shape
-    canvas = Image.new("L", (w * len(tiles), h + 14), 0)
+    nx, ny = tiles[0].shape  # shown transposed: X across (width), Y up (height)
+    canvas = Image.new("L", (nx * len(tiles), ny + 14), 0)
     draw = ImageDraw.Draw(canvas)
     for i, (t, name) in enumerate(zip(tiles, titles)):
         arr = (np.clip(np.asarray(t, dtype=np.float32), 0, 1) * 255).astype(np.uint8)
-        canvas.paste(Image.fromarray(arr.T[::-1]), (i * w, 14))  # rows = Y (anterior up), cols = X
-        draw.text((i * w + 3, 1), name, fill=255)
+        canvas.paste(Image.fromarray(arr.T[::-1]), (i * nx, 14))  # rows = Y (anterior up), cols = X
+        draw.text((i * nx + 3, 1), name, fill=255)
     return _atomic(Path(path), lambda tmp: canvas.save(tmp, format="PNG"))
 
 

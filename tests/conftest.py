@@ -51,3 +51,10 @@ def parser(tmp_path_factory):
         return p
 
     return make
+
+
+# One intra-op thread for the whole suite: on a 2-core machine shared with other work, torch's default
+# thread pool oversubscribes and tiny forward passes slow down by 100x; one thread is fast everywhere.
+import torch as _torch  # noqa: E402
+
+_torch.set_num_threads(1)

@@ -12,6 +12,15 @@ CLIP_CONFIG = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, nu
                    patch_size=8, num_channels=3)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a small, busy CPU OpenMP oversubscription makes tiny convolutions 100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _patch_encoder() -> PatchConditionEncoder:
     torch.manual_seed(0)
     enc = PatchConditionEncoder(context_dim=D, tokens_per_condition=T, hidden=8).eval()
@@ -69,6 +78,16 @@ def test_patch_no_gradient_through_dropped_images():
     enc(images, torch.tensor([[True, False, False]])).sum().backward()
     assert images.grad[0, 0].abs().sum() > 0
     assert (images.grad[0, 1:] == 0).all()
+
+
+def test_patch_slot_embeddings_tell_slots_apart():
+    enc = _patch_encoder()
+    same = _images(1)[:, :1].expand(-1, 3, -1, -1)  # one image in all three slots
+    out = enc(same, torch.ones(1, 3, dtype=torch.bool))[0]
+    tokens = enc._tokens(same[:, :1])[0]  # (T, D) without slot embedding
+    for s in range(3):
+        torch.testing.assert_close(_slot(out[None], s)[0], tokens + enc.slot_embedding[s])
+    assert not torch.allclose(_slot(out[None], 0), _slot(out[None], 1))
 
 
 def test_patch_non_square_tokens_raises():

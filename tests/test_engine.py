@@ -13,6 +13,15 @@ from bundle.losses import latent_mask
 LC, H, W, IMG = 4, 16, 16, 64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a small, busy CPU OpenMP oversubscription makes tiny convolutions 100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tasks(parser):
     return parser().get_parsed_content("tasks")
@@ -141,6 +150,9 @@ def test_prepare_batch_seed_reproducible(tasks):
     torch.testing.assert_close(a[1], b[1])
     for k in a[3]:
         torch.testing.assert_close(a[3][k], b[3][k])
+    # another seed, other draws
+    d = _prep(tasks, "any", drop_prob=1 / 3, seed=8)(batch)
+    assert not torch.equal(a[3]["noise"], d[3]["noise"])
     # another batch (other slices) gets other noise under the same seed
     other = dict(batch, slice=torch.arange(8) + 100)
     c = _prep(tasks, "any", drop_prob=1 / 3, seed=7)(other)

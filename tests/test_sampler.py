@@ -3,21 +3,36 @@ counting, the uncertainty output and knob validation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from bundle.sampler import CMRDiffSampler
 
 SCALE = 0.7
 STEPS = 4
+INFERENCE_YAML = Path(__file__).resolve().parents[1] / "configs" / "inference.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions are dominated by thread synchronisation: one intra-op thread is ~100x faster on a
+    busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
-def tiny(parser):
+def tiny(parser, one_thread):
     """(network, autoencoder, parser) built from the tiny profile, with every weight perturbed: MONAI zero-inits
     the UNet's output convolution (and the null tokens are zeros), so an untouched network would predict 0 for
     every branch and the guidance tests could not fail."""
     p = parser(profile="tiny", device="cpu")
+    p["ddim_scheduler_def"] = ConfigParser.load_config_file(str(INFERENCE_YAML))["ddim_scheduler"]
     torch.manual_seed(1234)
     net, ae = p.get_parsed_content("network_def"), p.get_parsed_content("autoencoder_def")
     with torch.no_grad():
@@ -28,18 +43,14 @@ def tiny(parser):
 
 
 def _scheduler(p):
-    # as configs/inference.yaml's ddim_scheduler
-    from monai.networks.schedulers import DDIMScheduler
-
-    return DDIMScheduler(num_train_timesteps=p["num_train_timesteps"], schedule=p["beta_schedule"],
-                         beta_start=p["beta_start"], beta_end=p["beta_end"], prediction_type=p["prediction_type"],
-                         clip_sample=False)
+    return p.get_parsed_content("ddim_scheduler_def")
 
 
 def _sampler(tiny, **kw) -> CMRDiffSampler:
     _, ae, p = tiny
-    args = dict(scheduler=_scheduler(p), autoencoder=ae, scale_factor=SCALE, task="lge", tasks=p["tasks"],
-                num_inference_steps=STEPS, seed=0, progress=False, image_size=p["image_size"])
+    args = dict(scheduler=_scheduler(p), autoencoder=ae, scale_factor=SCALE, task="lge",
+                tasks=p.get_parsed_content("tasks"), num_inference_steps=STEPS, seed=0, progress=False,
+                image_size=p.get_parsed_content("image_size"))
     args.update(kw)
     return CMRDiffSampler(**args)
 
@@ -56,7 +67,7 @@ def _reference(tiny, images, task, steps, s1, s2, seed, only_full=False):
     net, ae, p = tiny
     sched = _scheduler(p)
     seqs = ("C0", "DE", "T2")
-    spec = p["tasks"][task]
+    spec = p.get_parsed_content("tasks")[task]
     tgt, c1, c2 = seqs.index(spec["target"]), *(seqs.index(c) for c in spec["conditions"])
     b = images.shape[0]
     lat = torch.stack([ae.encode(images[:, i : i + 1])[0] * SCALE for i in range(3)], 1)  # (B, 3, lc, h, w)

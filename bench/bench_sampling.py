@@ -1,0 +1,142 @@
+"""Sampling benchmark (cpu profile, 128x128 slices, two-scale CFG): the bundle's batched sampler vs the
+straightforward loop (three UNet calls per step, one slice at a time, condition encoder re-run each call),
+at the same number of DDIM steps, measured side by side in one run; plus the UNet's achieved GFLOP/s against
+this machine's float32 matrix-multiply rate.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_sampling.py [--steps 10 25 50] [--slices 1 4 16] [--sizes 128 256]
+Prints a markdown table (and appends it to bench/results.md with --write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+from monai.bundle import ConfigParser
+from monai.networks.schedulers import DDIMScheduler
+
+from bundle.sampler import CMRDiffSampler
+
+TASKS = {"lge": {"target": "DE", "conditions": ["C0", "T2"]}, "t2": {"target": "T2", "conditions": ["C0", "DE"]},
+         "bssfp": {"target": "C0", "conditions": ["T2", "DE"]}}
+
+
+def build(profile: str = "cpu"):
+    p = ConfigParser()
+    p.read_config("configs/common.yaml")
+    p.update({"profile": profile, "output_dir": "/tmp/cmrdiff_bench"})
+    torch.manual_seed(0)
+    return p.get_parsed_content("network_def").eval(), p.get_parsed_content("autoencoder_def").eval()
+
+
+def scheduler():
+    return DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0195,
+                         clip_sample=False)
+
+
+@torch.no_grad()
+def naive(images, net, ae, steps: int, s1=1.5, s2=1.5, scale=1.0):
+    """The straightforward loop: per slice, per step, three separate UNet calls."""
+    sch = scheduler()
+    sch.set_timesteps(steps)
+    outs = []
+    for img in images.split(1):
+        mu = ae.encode(img.reshape(3, 1, *img.shape[2:]))[0] * scale  # (3, lc, h, w)
+        lc, h, w = mu.shape[1:]
+        z = torch.randn(1, lc, h, w)
+        branches = []
+        for k1, k2 in ((True, True), (True, False), (False, False)):
+            keep = torch.tensor([[k1, False, k2]])  # lge: c1 = C0 (slot 0), c2 = T2 (slot 2)
+            cond = (mu.unsqueeze(0) * keep.view(1, 3, 1, 1, 1)).reshape(1, 3 * lc, h, w)
+            branches.append((cond, keep))
+        for t in sch.timesteps:
+            tt = torch.tensor([int(t)])
+            e = [net(torch.cat([z, c], 1), tt, class_labels=torch.tensor([1]), images=img, keep=k) for c, k in branches]
+            eps = e[2] + s1 * (e[1] - e[2]) + s2 * (e[0] - e[1])
+            z, _ = sch.step(eps, int(t), z)
+        outs.append(ae.decode_stage_2_outputs(z / scale))
+    return torch.cat(outs)
+
+
+def ours(images, net, ae, steps: int):
+    s = CMRDiffSampler(scheduler(), ae, 1.0, "lge", TASKS, num_inference_steps=steps, progress=False)
+    return s(images, net)
+
+
+def timed(fn, *a, repeat: int = 1) -> float:
+    fn(*a)  # warm-up
+    t = time.perf_counter()
+    for _ in range(repeat):
+        fn(*a)
+    return (time.perf_counter() - t) / repeat
+
+
+def unet_gflop(net, size: int, batch: int = 3) -> float:
+    """FLOPs of one batched UNet forward (3 CFG rows), counted by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lat = size // 4
+    x = torch.randn(batch, 16, lat, lat)
+    ctx = net.context(torch.rand(batch, 3, size, size), torch.ones(batch, 3, dtype=torch.bool))
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        net(x, torch.zeros(batch, dtype=torch.long), context=ctx, class_labels=torch.ones(batch, dtype=torch.long))
+    return fc.get_total_flops() / 1e9
+
+
+def matmul_gflops(n: int = 1024, repeat: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * n**3 * repeat / (time.perf_counter() - t) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
+    ap.add_argument("--slices", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    net, ae = build("cpu")
+    lines = [f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads. Random weights (speed does not depend on them).", "",
+             "| what | steps | slices | size | naive loop (s) | CMRDiff sampler (s) | s per slice | speed-up |",
+             "|---|---|---|---|---|---|---|---|"]
+    for steps in args.steps:
+        x = torch.rand(1, 3, 128, 128)
+        tn, to = timed(naive, x, net, ae, steps), timed(ours, x, net, ae, steps)
+        lines.append(f"| 1 slice | {steps} | 1 | 128 | {tn:.2f} | {to:.2f} | {to:.2f} | {tn / to:.2f}x |")
+        print(lines[-1], flush=True)
+    for n in args.slices:
+        x = torch.rand(n, 3, 128, 128)
+        tn = timed(naive, x, net, ae, 50) if n <= 4 else float("nan")
+        to = timed(ours, x, net, ae, 50)
+        ratio = f"{tn / to:.2f}x" if tn == tn else "-"
+        lines.append(f"| volume | 50 | {n} | 128 | {tn:.2f} | {to:.2f} | {to / n:.2f} | {ratio} |")
+        print(lines[-1], flush=True)
+    for size in args.sizes:
+        x = torch.rand(1, 3, size, size)
+        to = timed(ours, x, net, ae, 50)
+        lines.append(f"| image size | 50 | 1 | {size} | - | {to:.2f} | {to:.2f} | - |")
+        print(lines[-1], flush=True)
+    gf = unet_gflop(net, 128)
+    x = torch.rand(1, 3, 128, 128)
+    net_t = timed(lambda: net(torch.randn(3, 16, 32, 32), torch.zeros(3, dtype=torch.long),
+                              context=net.context(x.repeat(3, 1, 1, 1), torch.ones(3, 3, dtype=torch.bool)),
+                              class_labels=torch.ones(3, dtype=torch.long)), repeat=20)
+    mm = matmul_gflops()
+    lines += ["", f"UNet forward (3 CFG rows, 32x32 latent): {gf:.2f} GFLOP in {net_t * 1e3:.1f} ms = "
+              f"{gf / net_t:.1f} GFLOP/s; float32 1024^3 matmul: {mm:.1f} GFLOP/s "
+              f"({100 * gf / net_t / mm:.0f}% of it)."]
+    print("\n".join(lines))
+    if args.write:
+        with open("bench/results.md", "a") as f:
+            f.write("\n## Sampling\n\n`PYTHONPATH=. .venv/bin/python bench/bench_sampling.py --write`\n\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

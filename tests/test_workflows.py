@@ -1,0 +1,224 @@
+"""End-to-end runs of the bundle's workflows (``python -m monai.bundle run``) with the ``tiny`` profile on the
+phantom data set: training both stages, inference, evaluation and the error paths. Everything is written under
+pytest's temporary folders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FOV = 256
+
+
+def run_bundle(configs, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` with ``configs/common.yaml`` + ``configs/<c>.yaml`` for ``c`` in
+    ``configs`` and the ``--key value`` pairs in ``args``, from the repo root."""
+    files = ["configs/common.yaml"] + [f"configs/{c}.yaml" for c in configs]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny networks: thread start-up and contention dominate
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(files), "--profile", "tiny",
+           *map(str, args)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def _digests(folder: Path) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.fixture(scope="module")
+def autoencoder_dir(phantom_dir, tmp_path_factory) -> Path:
+    """(a)'s run: the tiny autoencoder trained for one epoch; the folder holds ``autoencoder_tiny.pt``."""
+    out = tmp_path_factory.mktemp("ae_run")
+    models = out / "models"
+    run_bundle(["train_autoencoder"], "--max_epochs", 1, "--val_interval", 1, "--models_dir", models,
+               "--output_dir", out, "--dataset_dir", phantom_dir)
+    return models
+
+
+@pytest.fixture(scope="module")
+def diffusion_dir(autoencoder_dir, phantom_dir, tmp_path_factory):
+    """``get(task)`` -> a models folder holding the shared autoencoder and ``diffusion_tiny_<task>.pt`` only
+    (trained once per task and module)."""
+    done: dict[str, Path] = {}
+
+    def get(task: str) -> Path:
+        if task not in done:
+            out = tmp_path_factory.mktemp(f"dm_{task}")
+            models = out / "models"
+            models.mkdir()
+            shutil.copy2(autoencoder_dir / "autoencoder_tiny.pt", models / "autoencoder_tiny.pt")
+            run_bundle(["train_diffusion"], "--max_epochs", 1, "--val_interval", 1, "--models_dir", models,
+                       "--output_dir", out, "--dataset_dir", phantom_dir, "--task", task, "--batch_size", 4)
+            done[task] = models
+        return done[task]
+
+    return get
+
+
+def _case_files(phantom_dir: Path, case: str) -> dict[str, Path]:
+    return {s: phantom_dir / "test20" / f"{case}_{s}.nii.gz" for s in ("C0", "DE", "T2")}
+
+
+def _check_synthesis(out: Path, reference: Path) -> np.ndarray:
+    """The synthesized volume is on the reference's grid, float32 in [0, 1], 0 outside the centred FOV."""
+    img, ref = nib.load(str(out)), nib.load(str(reference))
+    assert img.shape == ref.shape
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4)
+    assert img.get_data_dtype() == np.float32
+    data = np.asarray(img.dataobj)
+    assert data.dtype == np.float32
+    assert np.isfinite(data).all() and data.min() >= 0 and data.max() <= 1
+    nx, ny = data.shape[:2]
+    ox, oy = nx // 2 - FOV // 2, ny // 2 - FOV // 2
+    assert ox > 0 and oy > 0  # the phantom's grid is larger than the FOV on both axes
+    inside = np.zeros(data.shape, bool)
+    inside[ox : ox + FOV, oy : oy + FOV] = True
+    assert (data[~inside] == 0).all()
+    assert data[inside].max() > 0
+    return data
+
+
+# (a) ---------------------------------------------------------------------------------------------------------
+def test_train_autoencoder(autoencoder_dir):
+    path = autoencoder_dir / "autoencoder_tiny.pt"
+    assert path.is_file()
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    sf = ckpt["extra"]["scale_factor"]
+    assert isinstance(sf, float) and math.isfinite(sf) and sf > 0
+    assert ckpt["arch"]["profile"] == "tiny" and list(ckpt["arch"]["channels"]) == [8, 8, 8]
+    assert ckpt["state_dict"]
+
+
+# (b) ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["lge", "t2", "bssfp", "any"])
+def test_train_diffusion(diffusion_dir, autoencoder_dir, task):
+    models = diffusion_dir(task)
+    path = models / f"diffusion_tiny_{task}.pt"
+    assert path.is_file()
+    assert sorted(p.name for p in models.iterdir()) == sorted(["autoencoder_tiny.pt", path.name])
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert ckpt["arch"]["task"] == task and ckpt["arch"]["profile"] == "tiny"
+    ae = torch.load(autoencoder_dir / "autoencoder_tiny.pt", map_location="cpu", weights_only=True)
+    assert ckpt["extra"]["scale_factor"] == pytest.approx(ae["extra"]["scale_factor"])
+
+
+# (c) ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def inference_run(diffusion_dir, phantom_dir, tmp_path_factory):
+    """lge inference on the phantom's test split (case 201) with --seed 7; (output folder, input digests
+    before, input digests after)."""
+    models = diffusion_dir("lge")
+    before = _digests(phantom_dir)
+    out = tmp_path_factory.mktemp("inference") / "out"
+    proc = run_bundle(["inference"], "--models_dir", models, "--dataset_dir", phantom_dir, "--task", "lge",
+                      "--num_inference_steps", 3, "--split", "test", "--seed", 7, "--output_dir", out)
+    assert "wrote 2 files" in proc.stdout
+    return out, before, _digests(phantom_dir)
+
+
+def test_inference_test_split(inference_run, phantom_dir):
+    out, before, after = inference_run
+    case = "myops_test_201"
+    assert sorted(p.name for p in _files(out)) == [f"{case}_DE_synth.nii.gz", f"{case}_DE_synth.png"]
+    _check_synthesis(out / f"{case}_DE_synth.nii.gz", _case_files(phantom_dir, case)["C0"])
+    from PIL import Image
+
+    with Image.open(out / f"{case}_DE_synth.png") as im:
+        im.load()
+        assert im.format == "PNG" and im.size[0] > 0
+    assert after == before  # inputs untouched (content and modification time)
+    assert before  # (and there were inputs to compare)
+
+
+# (d) ---------------------------------------------------------------------------------------------------------
+def test_evaluate_validation_split(diffusion_dir, phantom_dir, tmp_path):
+    import csv
+
+    out = tmp_path / "eval"
+    run_bundle(["inference", "evaluate"], "--models_dir", diffusion_dir("lge"), "--dataset_dir", phantom_dir,
+               "--task", "lge", "--num_inference_steps", 2, "--output_dir", out)
+    case = "myops_test_203"
+    n_slices = nib.load(str(_case_files(phantom_dir, case)["DE"])).shape[-1]
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == n_slices
+    assert [(r["task"], r["case"], int(r["slice"])) for r in rows] == [("lge", case, s) for s in range(n_slices)]
+    for r in rows:
+        assert math.isfinite(float(r["psnr"])) and -1 <= float(r["ssim"]) <= 1
+        assert math.isfinite(float(r["myo_psnr"]))  # the phantom has myocardium on every slice
+    s = json.loads((out / "summary.json").read_text())
+    assert s["task"] == "lge" and s["target"] == "DE" and s["slices"] == n_slices and s["cases"] == 1
+    assert s["steps"] == 2 and s["weights"].endswith("diffusion_tiny_lge.pt")
+    for k in ("psnr", "ssim", "myo_psnr", "myo_ssim"):
+        assert s["over_slices"][k]["n"] == n_slices and s["over_cases"][k]["n"] == 1
+        mean = np.mean([float(r[k]) for r in rows])
+        assert s["over_slices"][k]["mean"] == pytest.approx(mean, abs=1e-3)
+        assert s["over_cases"][k]["mean"] == pytest.approx(mean, abs=1e-3)
+    assert (out / f"{case}_DE_synth.nii.gz").is_file()
+
+
+# (e) ---------------------------------------------------------------------------------------------------------
+def test_missing_weights(diffusion_dir, phantom_dir, tmp_path):
+    """The lge models folder has no t2 (nor any) diffusion weights: a clear error, nothing written."""
+    models = diffusion_dir("lge")
+    out = tmp_path / "out"
+    proc = run_bundle(["inference"], "--models_dir", models, "--dataset_dir", phantom_dir, "--task", "t2",
+                      "--num_inference_steps", 2, "--split", "test", "--output_dir", out, check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert str(models / "diffusion_tiny_t2.pt") in text
+    assert str(models / "diffusion_tiny_any.pt") in text
+    assert _files(out) == []
+
+
+# (f) ---------------------------------------------------------------------------------------------------------
+def test_input_files_single_case(diffusion_dir, phantom_dir, tmp_path):
+    src = _case_files(phantom_dir, "myops_test_201")
+    inp = tmp_path / "inputs"
+    inp.mkdir()
+    files = {"C0": inp / "scan one bssfp.nii.gz", "T2": inp / "t2w.nii.gz"}
+    for s, dst in files.items():
+        shutil.copy2(src[s], dst)
+    before = _digests(inp)
+    out = tmp_path / "out"
+    run_bundle(["inference"], "--models_dir", diffusion_dir("lge"), "--task", "lge", "--num_inference_steps", 2,
+               "--input_files", str({k: str(v) for k, v in files.items()}), "--case_name", "patient1",
+               "--output_dir", out)
+    assert sorted(p.name for p in _files(out)) == ["patient1_DE_synth.nii.gz", "patient1_DE_synth.png"]
+    _check_synthesis(out / "patient1_DE_synth.nii.gz", files["C0"])
+    assert _digests(inp) == before
+
+
+# (g) ---------------------------------------------------------------------------------------------------------
+def test_inference_reproducible(inference_run, diffusion_dir, phantom_dir, tmp_path):
+    first = np.asarray(nib.load(str(inference_run[0] / "myops_test_201_DE_synth.nii.gz")).dataobj)
+    data = {}
+    for seed in (7, 8):
+        out = tmp_path / f"seed{seed}"
+        run_bundle(["inference"], "--models_dir", diffusion_dir("lge"), "--dataset_dir", phantom_dir,
+                   "--task", "lge", "--num_inference_steps", 3, "--split", "test", "--seed", seed,
+                   "--output_dir", out)
+        data[seed] = np.asarray(nib.load(str(out / "myops_test_201_DE_synth.nii.gz")).dataobj)
+    np.testing.assert_array_equal(data[7], first)
+    assert not np.array_equal(data[8], first)  # the seed is actually used
