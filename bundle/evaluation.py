@@ -92,7 +92,7 @@ class SynthesisMetrics:
                 "per_case": per_case}
 
     def completed(self, engine: Engine) -> None:
-        from bundle.io import _atomic
+        from bundle.io import atomic_write
 
         s = self.summary()
         engine.state.metrics.update({self.prefix + k: s["over_slices"][k]["mean"] for k in COLUMNS})
@@ -104,8 +104,8 @@ class SynthesisMetrics:
                 w.writeheader()
                 w.writerows({**r, **{k: f"{r[k]:.4f}" for k in COLUMNS}} for r in self.rows)
 
-        _atomic(self.output_dir / f"{self.prefix}metrics.csv", write_csv)
-        _atomic(self.output_dir / f"{self.prefix}summary.json", lambda tmp: Path(tmp).write_text(json.dumps(s, indent=2)))
+        atomic_write(self.output_dir / f"{self.prefix}metrics.csv", write_csv)
+        atomic_write(self.output_dir / f"{self.prefix}summary.json", lambda tmp: Path(tmp).write_text(json.dumps(s, indent=2)))
         o = s["over_slices"]
         print(f"[{self.task}] {s['slices']} slices of {s['cases']} cases: "
               + ", ".join(f"{k} {o[k]['mean']:.4f}±{o[k]['std']:.4f}" for k in COLUMNS))

@@ -33,7 +33,9 @@ def check_output_dir(path: str | Path, inputs: Sequence[str | Path] = ()) -> Pat
     return p
 
 
-def _atomic(path: Path, write) -> Path:
+def atomic_write(path: Path, write) -> Path:
+    """Call ``write(tmp)`` on a temp file beside ``path`` (same suffix), then rename it onto ``path`` (mode 0644)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
@@ -63,7 +65,7 @@ def save_nifti_like(volume: np.ndarray, reference: str | Path, path: str | Path,
     img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
     img.set_qform(ref.affine, code=int(ref.header["qform_code"]) or 1)
     img.set_sform(ref.affine if int(ref.header["sform_code"]) else None, code=int(ref.header["sform_code"]))
-    return _atomic(path, lambda tmp: nib.save(img, tmp))
+    return atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
 def save_png(tiles: Sequence[np.ndarray], titles: Sequence[str], path: str | Path) -> Path:
@@ -78,7 +80,7 @@ def save_png(tiles: Sequence[np.ndarray], titles: Sequence[str], path: str | Pat
         arr = (np.clip(np.asarray(t, dtype=np.float32), 0, 1) * 255).astype(np.uint8)
         canvas.paste(Image.fromarray(arr.T[::-1]), (i * nx, 14))  # rows = Y (anterior up), cols = X
         draw.text((i * nx + 3, 1), name, fill=255)
-    return _atomic(Path(path), lambda tmp: canvas.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 class SaveSynthesisd(MapTransform):

@@ -7,13 +7,13 @@ The autoencoder's ``extra`` holds its latent ``scale_factor`` so inference never
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from bundle.io import atomic_write
 
 
 class WeightsError(ValueError):
@@ -26,15 +26,7 @@ def save_weights(path: str | Path, network: nn.Module, arch: dict[str, Any], **e
     path.parent.mkdir(parents=True, exist_ok=True)
     net = network.module if hasattr(network, "module") else network
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"state_dict": state, "arch": dict(arch), "extra": extra}, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: torch.save({"state_dict": state, "arch": dict(arch), "extra": extra}, tmp))
     return path
 
 

@@ -12,15 +12,6 @@ CLIP_CONFIG = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, nu
                    patch_size=8, num_channels=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small, busy CPU OpenMP oversubscription makes tiny convolutions 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _patch_encoder() -> PatchConditionEncoder:
     torch.manual_seed(0)
     enc = PatchConditionEncoder(context_dim=D, tokens_per_condition=T, hidden=8).eval()

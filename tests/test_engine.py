@@ -13,15 +13,6 @@ from bundle.losses import latent_mask
 LC, H, W, IMG = 4, 16, 16, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small, busy CPU OpenMP oversubscription makes tiny convolutions 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tasks(parser):
     return parser().get_parsed_content("tasks")

@@ -24,15 +24,6 @@ SHIPPED_AE = REPO_ROOT / "models" / "autoencoder_cpu.pt"
 SHIPPED_SCALE = 1.1151793
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small, busy CPU OpenMP oversubscription makes tiny convolutions 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class _StubAE(nn.Module):
     """Returns fixed (recon, mu, sigma) and records its input."""
 
