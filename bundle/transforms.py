@@ -24,7 +24,8 @@ def _name(d: Mapping, key: Hashable) -> str:
 
 
 class ValidateCased(MapTransform):
-    """Refuse a case that is not a set of finite 3D volumes on one grid, or whose label has unknown values.
+    """Refuse a case that is not a set of finite 3D volumes on one grid, has an all-zero image slice, or whose
+    label has unknown values.
 
     Runs after ``LoadImaged`` (no channel dim yet); every message names the offending file.
     """
@@ -51,6 +52,10 @@ class ValidateCased(MapTransform):
             t = torch.as_tensor(arr)
             if not torch.isfinite(t).all():
                 raise DataError(f"{_name(d, k)}: contains NaN or infinite voxels")
+            if k != self.label_key:
+                empty = [s for s in range(shape[-1]) if not bool(t[..., s].any())]
+                if empty:
+                    raise DataError(f"{_name(d, k)}: slice(s) {empty} are all zero (nothing to synthesize from)")
             if k == self.label_key:
                 bad = sorted(set(torch.unique(t).int().tolist()) - set(LABEL_VALUES))
                 if bad:

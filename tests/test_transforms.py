@@ -133,7 +133,8 @@ def test_normalization_matches_numpy_on_fov_crop(tmp_path, volume_transforms):
     c0[:20] = 1e5  # very bright rows outside the crop: the percentile must ignore them
     t2 = (rng.normal(0, 300.0, shape)).astype(np.float32)  # half negative
     arrays = {"C0": c0, "DE": np.zeros(shape, np.float32), "T2": t2}
-    img = volume_transforms(_write_case(tmp_path, arrays))["image"].numpy()
+    written = {k: v for k, v in arrays.items() if k != "DE"}  # the missing sequence is zero-filled
+    img = volume_transforms(_write_case(tmp_path, written))["image"].numpy()
     ox, oy = (320 - FOV) // 2, (300 - FOV) // 2
     for c, seq in enumerate(SEQUENCES):
         crop = arrays[seq][ox : ox + FOV, oy : oy + FOV]
@@ -265,3 +266,19 @@ def test_stack_sequences_zero_fills_missing():
     full = StackSequencesd(SEQUENCES)({"DE": t2, "C0": c0, "T2": c0})
     assert full["present"] == [True, True, True]
     assert [float(full["image"][i].mean()) for i in range(3)] == [3.0, 7.0, 3.0]  # canonical order, not dict order
+
+
+def test_validate_case_refuses_an_all_zero_slice(tmp_path):
+    import nibabel as nib
+
+    from bundle.data import DataError
+    from bundle.transforms import ValidateCased
+    from monai.transforms import LoadImaged
+
+    arr = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32) + 1
+    arr[..., 1] = 0
+    f = tmp_path / "c_C0.nii.gz"
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), f)
+    d = LoadImaged(keys="C0", image_only=True)({"C0": str(f)})
+    with pytest.raises(DataError, match=r"c_C0.nii.gz.*slice\(s\) \[1\] are all zero"):
+        ValidateCased(keys=["C0"])(d)
