@@ -93,3 +93,14 @@ def test_torchscript_export_of_the_diffusion_unet(tmp_path):
         torch.jit.save(traced, tmp_path / "unet.ts")
         loaded = torch.jit.load(tmp_path / "unet.ts")
         torch.testing.assert_close(loaded(x, t, ctx, lab), net(x, t, context=ctx, class_labels=lab))
+
+
+def test_large_files_lists_every_shipped_weight_with_its_md5():
+    import hashlib
+
+    listed = {e["path"]: e for e in yaml.safe_load((ROOT / "large_files.yml").read_text())["large_files"]}
+    shipped = {str(p.relative_to(ROOT)) for p in (ROOT / "models").glob("*.pt")}
+    assert set(listed) == shipped
+    for path, e in listed.items():
+        assert e["hash_type"] == "md5"
+        assert hashlib.md5((ROOT / path).read_bytes()).hexdigest() == e["hash_val"], path
