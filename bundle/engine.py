@@ -19,11 +19,16 @@ from bundle.data import SEQUENCES
 from bundle.losses import latent_mask
 
 
+def task_spec(task: str, tasks: Mapping[str, Mapping]) -> Mapping:
+    """``{"target": SEQ, "conditions": [SEQ, SEQ]}`` of ``task``; a clear error for an unknown task name."""
+    if task not in tasks:
+        raise ValueError(f"unknown task {task!r}: expected one of {sorted(tasks)} (field `task`)")
+    return tasks[task]
+
+
 def task_slots(task: str, tasks: Mapping[str, Mapping]) -> tuple[int, int, int]:
     """(target, condition 1, condition 2) slot indices of ``task`` in the canonical order C0, DE, T2."""
-    if task not in tasks:
-        raise ValueError(f"unknown task {task!r}: expected one of {sorted(tasks)}")
-    spec = tasks[task]
+    spec = task_spec(task, tasks)
     return (SEQUENCES.index(spec["target"]), *(SEQUENCES.index(c) for c in spec["conditions"]))
 
 

@@ -84,3 +84,15 @@ def test_backward_reaches_encoder(net, inputs):
     net(x, t, class_labels=labels, images=images, keep=keep).pow(2).mean().backward()
     assert net.encoder.stem[0].weight.grad is not None and net.encoder.stem[0].weight.grad.abs().sum() > 0
     net.zero_grad()
+
+
+def test_full_profile_networks_build_and_run(parser):
+    """The 256x256 GPU profile is declared with the same code: its networks build and give the right shapes."""
+    p = parser(profile="full")
+    ae, net = p.get_parsed_content("autoencoder_def").eval(), p.get_parsed_content("network_def").eval()
+    with torch.no_grad():
+        z = ae.encode(torch.rand(1, 1, 256, 256))[0]
+        assert tuple(z.shape) == (1, 4, 64, 64)
+        out = net(torch.randn(1, 16, 64, 64), torch.tensor([10]), class_labels=torch.tensor([1]),
+                  images=torch.rand(1, 3, 256, 256), keep=torch.tensor([[True, False, True]]))
+    assert tuple(out.shape) == (1, 4, 64, 64)

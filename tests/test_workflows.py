@@ -241,3 +241,30 @@ def test_multi_process_training_torchrun_gloo(phantom_dir, autoencoder_dir, tmp_
     state = torch.load(weights, map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state["state_dict"])  # DDP wrapper not saved
     assert state["arch"]["task"] == "any"
+
+
+@pytest.mark.parametrize("case", ["corrupt_file", "bad_strength", "unknown_task"])
+def test_python_m_bundle_gives_one_line_errors(case, phantom_dir, tmp_path):
+    """``python -m bundle run``: bad input -> exit code 2, a last line ``error: ...`` naming the file or field,
+    and no output file."""
+    src = phantom_dir / "test20" / "myops_test_201_T2.nii.gz"
+    t2 = tmp_path / "t2.nii.gz"
+    shutil.copy(src, t2)
+    c0 = tmp_path / "c0.nii.gz"
+    args = {"corrupt_file": ["--task", "lge"], "bad_strength": ["--task", "lge", "--strength", "1.5"],
+            "unknown_task": ["--task", "xyz"]}[case]
+    if case == "corrupt_file":
+        c0.write_bytes(b"not a nifti file")
+    else:
+        shutil.copy(src, c0)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "bundle", "run", "--config_file", "['configs/common.yaml','configs/inference.yaml']",
+           "--num_inference_steps", "2", "--output_dir", str(out), "--case_name", "c1",  # shipped cpu weights
+           "--input_files", str({"C0": str(c0), "T2": str(t2)}), *args]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert last.startswith("error: ") and {"corrupt_file": "c0.nii.gz", "bad_strength": "strength",
+                                             "unknown_task": "task"}[case] in last, last
+    assert not list(out.glob("*synth*"))
