@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 SEQUENCES: tuple[str, ...] = ("C0", "DE", "T2")  # bSSFP, LGE, T2-weighted: the canonical channel order
-SEQUENCE_NAMES = {"C0": "bSSFP", "DE": "LGE", "T2": "T2"}
 LABEL_VALUES: tuple[int, ...] = (0, 200, 500, 600, 1220, 2221)
 MYOCARDIUM_LABELS: tuple[int, ...] = (200, 1220, 2221)
 SPLITS = ("train", "validation", "test")

@@ -14,8 +14,9 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-SEQUENCES = ("C0", "DE", "T2")  # bSSFP, LGE, T2-weighted
-LABELS = (0, 200, 500, 600, 1220, 2221)
+from bundle.data import LABEL_VALUES as LABELS  # (0, 200, 500, 600, 1220, 2221)
+from bundle.data import SEQUENCES  # ("C0", "DE", "T2"): bSSFP, LGE, T2-weighted
+
 CROP = 256
 # tissue classes: air, body tissue, fat, myocardium, LV blood, RV blood, edema, scar
 _CLASS_LABEL = np.array([0, 0, 0, 200, 500, 600, 1220, 2221], dtype=np.int16)

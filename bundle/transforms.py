@@ -15,7 +15,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from bundle.data import LABEL_VALUES, MYOCARDIUM_LABELS, SEQUENCES, DataError
+from bundle.data import LABEL_VALUES, MYOCARDIUM_LABELS, SEQUENCES, DataError, check_geometry
 
 
 def _name(d: Mapping, key: Hashable) -> str:
@@ -39,16 +39,10 @@ class ValidateCased(MapTransform):
         keys = [k for k in self.key_iterator(d)]
         if not keys:
             raise DataError(f"no image among {list(self.keys)} in case {d.get('case', '?')}")
-        ref = keys[0]
-        ref_shape, ref_affine = tuple(d[ref].shape), np.asarray(getattr(d[ref], "affine", np.eye(4)))
+        check_geometry({k: tuple(d[k].shape) for k in keys},
+                       {k: np.asarray(getattr(d[k], "affine", np.eye(4))) for k in keys}, {k: _name(d, k) for k in keys})
         for k in keys:
             arr, shape = d[k], tuple(d[k].shape)
-            if len(shape) != 3:
-                raise DataError(f"{_name(d, k)}: expected a 3D volume (X, Y, slices), got shape {shape}")
-            if shape != ref_shape:
-                raise DataError(f"shape mismatch: {_name(d, k)} {shape} vs {_name(d, ref)} {ref_shape}")
-            if not np.allclose(np.asarray(getattr(arr, "affine", np.eye(4))), ref_affine, atol=1e-3):
-                raise DataError(f"affine mismatch between {_name(d, k)} and {_name(d, ref)}")
             t = torch.as_tensor(arr)
             if not torch.isfinite(t).all():
                 raise DataError(f"{_name(d, k)}: contains NaN or infinite voxels")
