@@ -16,6 +16,7 @@ from ignite.engine import Engine, Events
 from monai.metrics import PSNRMetric, SSIMMetric
 
 from bundle.data import SEQUENCES, DataError
+from bundle.io import atomic_write
 
 COLUMNS = ("psnr", "ssim", "myo_psnr", "myo_ssim")
 PSNR_CAP = 120.0  # dB, = an MSE of 1e-12 (data range 1)
@@ -92,8 +93,6 @@ class SynthesisMetrics:
                 "per_case": per_case}
 
     def completed(self, engine: Engine) -> None:
-        from bundle.io import atomic_write
-
         s = self.summary()
         engine.state.metrics.update({self.prefix + k: s["over_slices"][k]["mean"] for k in COLUMNS})
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -80,9 +80,11 @@ class CMRDiffSampler(Inferer):
         g = torch.Generator(device="cpu")
         if self.seed is not None:
             g.manual_seed(int(self.seed))
-        lat = self.autoencoder.encode(images.reshape(b * 3, 1, *images.shape[2:]))[0] * self.scale_factor
-        lat = lat.reshape(b, 3, *lat.shape[1:])  # (B, 3, lc, h, w)
-        lc, h, w = lat.shape[2:]
+        conds = [self.c1, self.c2]  # only the conditions are encoded: the target's slot stays zero
+        mu = self.autoencoder.encode(images[:, conds].reshape(b * 2, 1, *images.shape[2:]))[0] * self.scale_factor
+        lc, h, w = mu.shape[1:]
+        lat = mu.new_zeros(b, 3, lc, h, w)
+        lat[:, conds] = mu.reshape(b, 2, lc, h, w)  # (B, 3, lc, h, w)
         # the three guidance branches (c1,c2), (c1,∅), (∅,∅) as slot masks (3, 3)
         keep = torch.zeros(3, 3, dtype=torch.bool, device=dev)
         keep[0, [self.c1, self.c2]] = True

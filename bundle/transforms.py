@@ -73,12 +73,7 @@ class StackSequencesd(MapTransform):
         ref = d[given[0]]
         chans = [torch.as_tensor(d.pop(k)).float() if k in given else torch.zeros_like(torch.as_tensor(ref)).float()
                  for k in self.keys]
-        img = torch.cat(chans, 0)
-        if hasattr(ref, "meta"):
-            from monai.data import MetaTensor
-
-            img = MetaTensor(img, meta=dict(ref.meta))
-        d[self.name] = img
+        d[self.name] = torch.cat(chans, 0)
         d["present"] = [k in given for k in self.keys]
         return d
 
@@ -101,9 +96,7 @@ class NormalizeFOVd(MapTransform):
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         for k in self.key_iterator(d):
-            v = d[k]
-            n = normalize_fov(torch.as_tensor(v), self.upper_percentile)
-            d[k] = v.clone().copy_(n) if isinstance(v, torch.Tensor) else n
+            d[k] = normalize_fov(d[k], self.upper_percentile)
         return d
 
 
