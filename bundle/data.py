@@ -64,7 +64,8 @@ def discover_cases(
         item = found[case]
         missing = [s for s in required if s not in item]
         if missing:
-            raise DataError(f"case {case} in {img_dir} lacks sequence file(s) {missing} (expected {case}_<SEQ>.nii.gz)")
+            raise DataError(f"case {case} in {img_dir} lacks sequence file(s) {missing}: "
+                            f"{', '.join(f'{case}_{s}.nii.gz' for s in missing)} not found")
         for ext in (".nii.gz", ".nii"):
             gd = gd_dir / f"{case}_gd{ext}"
             if gd.is_file():
@@ -114,6 +115,33 @@ def volumes_to_slices(volumes: Sequence[dict]) -> list[dict]:
                 item["mask"] = torch.as_tensor(vol["mask"][..., s]).float()
             out.append(item)
     return out
+
+
+def map_fov_slices(fn, volumes: torch.Tensor, image_size: int | None = None) -> tuple[torch.Tensor | None, ...]:
+    """Run a 2D model on every slice of field-of-view volumes, batched.
+
+    ``volumes`` (B, C, X, Y, S) are cut into slices (B·S, C, X, Y), area-resized to ``image_size``, and passed to
+    ``fn``, which returns a tuple of (B·S, 1, size, size) tensors (or ``None`` entries); each is resized back with
+    bicubic interpolation (much closer to the native image than bilinear, see ``scripts/resize_ceiling.py``) and
+    returned as (B, 1, X, Y, S). Values are not clamped.
+    """
+    if volumes.ndim != 5:
+        raise ValueError(f"expected (B, C, X, Y, S) volumes, got {tuple(volumes.shape)}")
+    b, c, nx, ny, ns = volumes.shape
+    x = volumes.permute(0, 4, 1, 2, 3).reshape(b * ns, c, nx, ny).float()
+    size = image_size or nx
+    resize = (nx, ny) != (size, size)
+    if resize:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+
+    def back(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        if resize:
+            t = torch.nn.functional.interpolate(t, size=(nx, ny), mode="bicubic", align_corners=False)
+        return t.reshape(b, ns, t.shape[1], nx, ny).permute(0, 2, 3, 4, 1)
+
+    return tuple(back(t) for t in fn(x))
 
 
 def per_sequence(slices: Sequence[dict]) -> list[dict]:

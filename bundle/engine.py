@@ -32,10 +32,13 @@ def task_slots(task: str, tasks: Mapping[str, Mapping]) -> tuple[int, int, int]:
     return (SEQUENCES.index(spec["target"]), *(SEQUENCES.index(c) for c in spec["conditions"]))
 
 
-def condition_dropout(batch_size: int, p: float, generator: torch.Generator | None = None):
+def condition_dropout(batch_size: int, p: float, generator: torch.Generator | None = None, joint: bool = False):
     """InstructPix2Pix-style dropout masks (keep1, keep2), each (B,) bool: with probability ``p`` each,
-    only condition 2 is dropped, both are dropped, or only condition 1 is dropped."""
+    only condition 2 is dropped, both are dropped, or only condition 1 is dropped.
+    ``joint=True`` (plain single-scale CFG): both are dropped together with probability ``p``."""
     r = torch.rand(batch_size, generator=generator)
+    if joint:
+        return r >= p, r >= p
     drop2 = r < 2 * p
     drop1 = (r >= p) & (r < 3 * p)
     return ~drop1, ~drop2
@@ -48,13 +51,16 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
     :class:`CMRDiffTrainInferer`: ``noise``, ``timesteps``, ``cond`` (B, 3·lc, h, w), ``images``, ``keep`` (B, 3),
     ``class_labels`` (B,). ``target`` is the noise (epsilon) or, with a v-prediction ``scheduler``, the velocity.
     ``seed`` makes noise, timesteps and dropout a function of the batch's slices (reproducible validation loss).
+    ``joint_dropout`` drops the two conditions only together (the plain-LDM baseline's single-scale CFG).
     """
 
     def __init__(self, num_train_timesteps: int, task: str, tasks: Mapping[str, Mapping], latent_channels: int,
-                 drop_prob: float = 0.05, scheduler: nn.Module | None = None, seed: int | None = None) -> None:
+                 drop_prob: float = 0.05, scheduler: nn.Module | None = None, seed: int | None = None,
+                 joint_dropout: bool = False) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
-        if not 0 <= drop_prob <= 1 / 3:
-            raise ValueError(f"drop_prob must be in [0, 1/3], got {drop_prob}")
+        if not 0 <= drop_prob <= (1.0 if joint_dropout else 1 / 3):
+            raise ValueError(f"drop_prob must be in [0, {'1' if joint_dropout else '1/3'}], got {drop_prob}")
+        self.joint_dropout = joint_dropout
         names = sorted(tasks) if task == "any" else [task]
         self.slots = torch.tensor([task_slots(t, tasks) for t in names])  # (n_tasks, 3)
         self.lc, self.drop_prob, self.scheduler, self.seed = latent_channels, drop_prob, scheduler, seed
@@ -72,7 +78,7 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         lat = lat.view(b, 3, self.lc, h, w)
         slots = self.slots[torch.randint(len(self.slots), (b,), generator=g)]  # (B, 3): target, c1, c2
         tgt, c1, c2 = slots.unbind(1)
-        keep1, keep2 = condition_dropout(b, self.drop_prob, g)
+        keep1, keep2 = condition_dropout(b, self.drop_prob, g, self.joint_dropout)
         keep = torch.zeros(b, 3, dtype=torch.bool)
         keep[torch.arange(b), c1] = keep1
         keep[torch.arange(b), c2] = keep2

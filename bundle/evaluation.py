@@ -49,7 +49,7 @@ def _grow(a: int, b: int, n: int, size: int) -> tuple[int, int]:
     return a, a + n
 
 
-def _stats(values) -> dict[str, float]:
+def summary_stats(values) -> dict[str, float]:
     v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
     return {"mean": float(v.mean()) if v.size else math.nan, "std": float(v.std()) if v.size else math.nan,
             "n": int(v.size)}
@@ -88,8 +88,8 @@ class SynthesisMetrics:
                         for k in COLUMNS} for c in cases}
         return {"task": self.task, "target": SEQUENCES[self.target], "cases": len(cases), "slices": len(self.rows),
                 **self.extra,
-                "over_slices": {k: _stats(r[k] for r in self.rows) for k in COLUMNS},
-                "over_cases": {k: _stats(per_case[c][k] for c in cases) for k in COLUMNS},
+                "over_slices": {k: summary_stats(r[k] for r in self.rows) for k in COLUMNS},
+                "over_cases": {k: summary_stats(per_case[c][k] for c in cases) for k in COLUMNS},
                 "per_case": per_case}
 
     def completed(self, engine: Engine) -> None:

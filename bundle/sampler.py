@@ -21,6 +21,7 @@ from monai.inferers import Inferer
 from torch import nn
 from tqdm import tqdm
 
+from bundle.data import map_fov_slices
 from bundle.engine import task_slots
 
 
@@ -122,20 +123,9 @@ class CMRDiffSampler(Inferer):
             return mean
         if inputs.ndim != 5 or inputs.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) slices or (B, 3, X, Y, S) volumes, got {tuple(inputs.shape)}")
-        b, _, nx, ny, ns = inputs.shape
-        x = inputs.permute(0, 4, 1, 2, 3).reshape(b * ns, 3, nx, ny).float()
-        size = self.image_size or nx
-        if (nx, ny) != (size, size):
-            x = nn.functional.interpolate(x, size=(size, size), mode="area")
-        mean, std = self.sample(x, network)
-
-        def back(t: torch.Tensor) -> torch.Tensor:
-            if (nx, ny) != (size, size):
-                t = nn.functional.interpolate(t, size=(nx, ny), mode="bicubic", align_corners=False)
-            return t.reshape(b, ns, 1, nx, ny).permute(0, 2, 3, 4, 1)
-
-        self.uncertainty_volume = back(std).clamp_min(0) if std is not None else None
-        return back(mean).clamp(0, 1)
+        mean, std = map_fov_slices(lambda x: self.sample(x, network), inputs, self.image_size)
+        self.uncertainty_volume = std.clamp_min(0) if std is not None else None
+        return mean.clamp(0, 1)
 
 
 def _check(name: str, value, ok, what: str) -> None:

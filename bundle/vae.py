@@ -11,6 +11,8 @@ from monai.inferers import Inferer
 from monai.losses import PatchAdversarialLoss
 from torch import nn
 
+from bundle.data import map_fov_slices
+
 
 class AutoencoderKLInferer(Inferer):
     """Runs ``AutoencoderKL`` on images (B, 1, H, W) and returns the reconstruction (B, 1, H, W).
@@ -40,15 +42,12 @@ class AutoencoderVolumeInferer(Inferer):
 
     @torch.inference_mode()
     def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
-        b, c, nx, ny, ns = inputs.shape
-        x = inputs.permute(0, 4, 1, 2, 3).reshape(b * ns * c, 1, nx, ny).float()
-        size = self.image_size or nx
-        if (nx, ny) != (size, size):
-            x = nn.functional.interpolate(x, size=(size, size), mode="area")
-        rec = torch.cat([network(x[i : i + self.batch_size])[0] for i in range(0, x.shape[0], self.batch_size)])
-        if (nx, ny) != (size, size):
-            rec = nn.functional.interpolate(rec, size=(nx, ny), mode="bicubic", align_corners=False)
-        return rec.clamp(0, 1).reshape(b, ns, c, nx, ny).permute(0, 2, 3, 4, 1)
+        def reconstruct(x: torch.Tensor) -> tuple[torch.Tensor]:  # (N, C, s, s): every channel on its own
+            flat = x.reshape(-1, 1, *x.shape[2:])
+            rec = torch.cat([network(flat[i : i + self.batch_size])[0] for i in range(0, len(flat), self.batch_size)])
+            return (rec.reshape(x.shape),)
+
+        return map_fov_slices(reconstruct, inputs, self.image_size)[0].clamp(0, 1)
 
 
 class PatchLogitsInferer(Inferer):

@@ -63,23 +63,25 @@ def _norm(v: Any) -> Any:
 
 
 def export_best(network: nn.Module, best_checkpoint: str | Path, path: str | Path, arch: dict[str, Any],
-                scale_factor: float) -> Path:
+                scale_factor: float | None = None) -> Path:
     """Load the best training checkpoint into ``network`` and write it as shipped weights; the latent
-    ``scale_factor`` it was trained with is stored too (inference checks it against the autoencoder's)."""
+    ``scale_factor`` it was trained with is stored too (inference checks it against the autoencoder's);
+    image-space models have none."""
     net = network.module if hasattr(network, "module") else network
     net.load_state_dict(torch.load(best_checkpoint, map_location="cpu", weights_only=True))
-    return save_weights(path, net, arch, scale_factor=float(scale_factor))
+    extra = {} if scale_factor is None else {"scale_factor": float(scale_factor)}
+    return save_weights(path, net, arch, **extra)
 
 
-def diffusion_weights_path(models_dir: str | Path, profile: str, task: str) -> Path:
-    """The weights for ``task``: ``diffusion_<profile>_<task>.pt`` if shipped, else the all-task
-    ``diffusion_<profile>_any.pt``; a clear error naming both when neither exists."""
+def diffusion_weights_path(models_dir: str | Path, profile: str, task: str, prefix: str = "diffusion") -> Path:
+    """The weights for ``task``: ``<prefix>_<profile>_<task>.pt`` if present, else the all-task
+    ``<prefix>_<profile>_any.pt``; a clear error naming both when neither exists."""
     models_dir = Path(models_dir)
-    tried = [models_dir / f"diffusion_{profile}_{task}.pt", models_dir / f"diffusion_{profile}_any.pt"]
+    tried = [models_dir / f"{prefix}_{profile}_{task}.pt", models_dir / f"{prefix}_{profile}_any.pt"]
     for p in tried:
         if p.is_file():
             return p
-    raise WeightsError(f"no diffusion weights for task {task!r}, profile {profile!r}: looked for "
+    raise WeightsError(f"no {prefix} weights for task {task!r}, profile {profile!r}: looked for "
                        f"{', '.join(map(str, tried))}")
 
 

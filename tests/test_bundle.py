@@ -55,7 +55,7 @@ def _targets(node):
             yield from _targets(v)
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml")))
 def test_every_target_resolves_in_one_hop(config):
     from monai.bundle.config_item import ComponentLocator
 

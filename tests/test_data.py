@@ -116,3 +116,24 @@ def test_build_slices_with_config_transforms(parser, phantom_dir):
         assert 0 <= float(s["image"].min()) and float(s["image"].max()) <= 1
         assert set(torch.unique(torch.as_tensor(s["mask"])).tolist()) == {0.0, 1.0}  # nearest keeps it binary
         assert all(float(s["image"][c].max()) > 0.5 for c in range(3))
+
+
+def test_map_fov_slices_shapes_and_round_trip():
+    from bundle.data import map_fov_slices
+
+    vol = torch.rand(2, 3, 16, 16, 5)
+    seen = []
+
+    def fn(x):
+        seen.append(x.shape)
+        return x[:, :1] * 2, None
+
+    out, none = map_fov_slices(fn, vol, image_size=None)
+    assert seen == [(10, 3, 16, 16)] and none is None
+    torch.testing.assert_close(out, vol[:, :1] * 2)  # no resize: slices go back where they came from
+    out, _ = map_fov_slices(fn, vol, image_size=8)
+    assert seen[-1] == (10, 3, 8, 8) and out.shape == (2, 1, 16, 16, 5)
+    const = torch.full((1, 3, 16, 16, 2), 0.5)
+    torch.testing.assert_close(map_fov_slices(lambda x: (x[:, :1],), const, 8)[0], const[:, :1])
+    with pytest.raises(ValueError, match="volumes"):
+        map_fov_slices(fn, torch.rand(3, 16, 16, 5))

@@ -59,6 +59,18 @@ def test_condition_dropout_rates():
     assert rate(keep1 & keep2) == pytest.approx(1 - 3 * p, abs=0.005)
 
 
+def test_condition_dropout_joint_drops_both_together():
+    keep1, keep2 = condition_dropout(100_000, 0.15, torch.Generator().manual_seed(0), joint=True)
+    assert torch.equal(keep1, keep2)
+    assert (~keep1).float().mean().item() == pytest.approx(0.15, abs=0.005)
+
+
+def test_joint_dropout_allows_larger_rate_and_validates(tasks):
+    _prep(tasks, drop_prob=0.5, joint_dropout=True)
+    with pytest.raises(ValueError, match="drop_prob"):
+        _prep(tasks, drop_prob=0.5)
+
+
 def test_condition_dropout_zero_keeps_all():
     keep1, keep2 = condition_dropout(1000, 0.0)
     assert keep1.all() and keep2.all()

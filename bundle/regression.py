@@ -1,0 +1,102 @@
+"""Image-space baselines (``configs/baselines/``): a network regresses the target sequence directly from the two
+condition images, trained with L1 (``unet_l1``) or L1 + a conditional patch GAN (``pix2pix``).
+
+The network input is (B, 6, H, W): the three sequences in the canonical order C0, DE, T2 with the target's channel
+zeroed, then a one-hot of the target (3 channels), so one network serves every task (``any``) like the shipped
+CMRDiff model. Slices come from ``bundle.data.build_slices``: ``image`` (B, 3, H, W) in [0, 1].
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+
+import torch
+from monai.inferers import Inferer
+from torch import nn
+
+from bundle.data import map_fov_slices
+from bundle.engine import task_slots
+
+
+def translation_inputs(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """images (B, 3, H, W), target (B,) slot index -> network input (B, 6, H, W): conditions + one-hot target."""
+    onehot = nn.functional.one_hot(target.long(), 3).to(images)  # (B, 3)
+    conditions = images * (1 - onehot)[:, :, None, None]
+    return torch.cat([conditions, onehot[:, :, None, None].expand_as(images)], 1)
+
+
+class TranslationPrepareBatch:
+    """Slice batch -> ``(inputs (B', 6, H, W), target image (B', 1, H, W), (), {"condition", "real"})``.
+
+    ``task`` names one task or ``any``: in training each slice gets a random target; with ``all_tasks`` (validation)
+    every slice appears once per task (B' = n_tasks·B), so the validation metric covers all three. The kwargs feed
+    :class:`ConditionalPatchInferer` (pix2pix); :class:`TranslationInferer` ignores them.
+    ``seed`` makes the random targets a function of the batch's slices.
+    """
+
+    def __init__(self, task: str, tasks: Mapping[str, Mapping], all_tasks: bool = False, seed: int | None = None):
+        names = sorted(tasks) if task == "any" else [task]
+        self.targets = torch.tensor([task_slots(t, tasks)[0] for t in names])
+        self.all_tasks, self.seed = all_tasks, seed
+
+    def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        images = batchdata["image"].float()
+        b = images.shape[0]
+        if self.all_tasks:
+            target = self.targets.repeat_interleave(b)
+            images = images.repeat(len(self.targets), 1, 1, 1)
+        else:
+            g = None
+            if self.seed is not None:
+                key = f"{list(batchdata.get('case', []))}{list(map(int, batchdata.get('slice', [])))}"
+                g = torch.Generator().manual_seed(self.seed + zlib.crc32(key.encode()))
+            target = self.targets[torch.randint(len(self.targets), (b,), generator=g)]
+        inputs = translation_inputs(images, target).to(device=device, non_blocking=non_blocking)
+        real = images[torch.arange(len(target)), target][:, None].to(device=device, non_blocking=non_blocking)
+        return inputs, real, (), {"condition": inputs, "real": real}
+
+
+class TranslationInferer(Inferer):
+    """Training/validation inferer: ``network(inputs)`` (B, 1, H, W); extra kwargs from the prepare-batch are
+    ignored."""
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
+        return network(inputs)
+
+
+class ConditionalPatchInferer(Inferer):
+    """pix2pix discriminator inferer for ``monai.engines.AdversarialTrainer``: patch logits (B, 1, h, w) of
+    ``PatchDiscriminator`` on [condition (B, 6, H, W), image (B, 1, H, W)].
+
+    ``AdversarialTrainer`` hands its *inputs* to the discriminator as the real images (its VAE use case). Here the
+    inputs are the conditions, so an ``x`` with the condition's channel count is replaced by ``real``, the target.
+    """
+
+    def __call__(self, x: torch.Tensor, network: nn.Module, *args, condition: torch.Tensor,  # type: ignore[override]
+                 real: torch.Tensor, **kwargs) -> torch.Tensor:
+        image = real if x.shape[1] == condition.shape[1] else x
+        return network(torch.cat([condition.detach(), image], 1))[-1]
+
+
+class TranslationVolumeInferer(Inferer):
+    """Synthesis with an image-space baseline for ``task``: condition images (B, 3, H, W) -> (B, 1, H, W), or
+    field-of-view volumes (B, 3, X, Y, S) -> (B, 1, X, Y, S) (slices area-resized to ``image_size``, batched, and
+    resized back with bicubic). Output clamped to [0, 1]."""
+
+    def __init__(self, task: str, tasks: Mapping[str, Mapping], image_size: int | None = None) -> None:
+        super().__init__()
+        self.target = task_slots(task, tasks)[0]
+        self.image_size = image_size
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor, network: nn.Module) -> torch.Tensor:
+        target = torch.full((images.shape[0],), self.target, dtype=torch.long, device=images.device)
+        return network(translation_inputs(images.float(), target))
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
+        if inputs.ndim == 4:
+            return self.predict(inputs, network).clamp(0, 1)
+        if inputs.ndim != 5 or inputs.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) slices or (B, 3, X, Y, S) volumes, got {tuple(inputs.shape)}")
+        return map_fov_slices(lambda x: (self.predict(x, network),), inputs, self.image_size)[0].clamp(0, 1)

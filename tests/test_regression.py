@@ -1,0 +1,113 @@
+"""bundle.regression: the image-space baselines (unet_l1, pix2pix) on tiny networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.engines import AdversarialTrainer
+from monai.networks.nets import BasicUNet, PatchDiscriminator
+from torch import nn
+
+from bundle.regression import (
+    ConditionalPatchInferer,
+    TranslationInferer,
+    TranslationPrepareBatch,
+    TranslationVolumeInferer,
+    translation_inputs,
+)
+from bundle.vae import WarmupAdversarialLoss
+
+TASKS = {"lge": {"target": "DE", "conditions": ["C0", "T2"]}, "t2": {"target": "T2", "conditions": ["C0", "DE"]},
+         "bssfp": {"target": "C0", "conditions": ["T2", "DE"]}}
+
+
+def _batch(b=4, size=16):
+    return {"image": torch.rand(b, 3, size, size), "case": [f"c{i}" for i in range(b)], "slice": torch.arange(b)}
+
+
+def test_translation_inputs_zero_the_target_and_one_hot_it():
+    images = torch.rand(2, 3, 8, 8) + 0.1
+    x = translation_inputs(images, torch.tensor([1, 0]))
+    assert x.shape == (2, 6, 8, 8)
+    assert (x[0, 1] == 0).all() and torch.equal(x[0, [0, 2]], images[0, [0, 2]])
+    assert (x[1, 0] == 0).all() and torch.equal(x[1, 1:3], images[1, 1:3])
+    assert torch.equal(x[0, 3:, 0, 0], torch.tensor([0.0, 1.0, 0.0])) and (x[1, 3] == 1).all()
+
+
+def test_prepare_batch_task_and_all_tasks():
+    batch = _batch()
+    inputs, real, args, kw = TranslationPrepareBatch("lge", TASKS)(batch)
+    assert inputs.shape == (4, 6, 16, 16) and real.shape == (4, 1, 16, 16) and args == ()
+    torch.testing.assert_close(real, batch["image"][:, 1:2])  # lge -> DE
+    assert kw["condition"] is inputs and kw["real"] is real
+    inputs, real, _, _ = TranslationPrepareBatch("any", TASKS, all_tasks=True)(batch)
+    assert inputs.shape == (12, 6, 16, 16)  # every slice once per task (bssfp, lge, t2 sorted)
+    for k, slot in enumerate((0, 1, 2)):
+        torch.testing.assert_close(real[4 * k : 4 * k + 4], batch["image"][:, slot : slot + 1])
+        assert (inputs[4 * k : 4 * k + 4, slot] == 0).all()
+
+
+def test_prepare_batch_seeded_targets_repeat():
+    batch = _batch(16)
+    a = TranslationPrepareBatch("any", TASKS, seed=3)(batch)[1]
+    b = TranslationPrepareBatch("any", TASKS, seed=3)(batch)[1]
+    assert torch.equal(a, b)
+
+
+class _Spy(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.seen = net, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.net(x)
+
+
+def _disc():
+    return PatchDiscriminator(spatial_dims=2, in_channels=7, out_channels=1, channels=4, num_layers_d=2)
+
+
+def test_conditional_patch_inferer_swaps_in_the_real_target():
+    cond, real, fake = torch.rand(2, 6, 16, 16), torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    d = _Spy(_disc())
+    inferer = ConditionalPatchInferer()
+    inferer(cond, d, condition=cond, real=real)  # what AdversarialTrainer passes as "reals"
+    inferer(fake, d, condition=cond, real=real)
+    torch.testing.assert_close(d.seen[0], torch.cat([cond, real], 1))
+    torch.testing.assert_close(d.seen[1], torch.cat([cond, fake], 1))
+
+
+def test_adversarial_trainer_iteration_is_conditional():
+    g = BasicUNet(spatial_dims=2, in_channels=6, out_channels=1, features=(4, 4, 4, 4, 4, 4))
+    d = _Spy(_disc())
+    data = [_batch(2, 32)]
+    trainer = AdversarialTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=data, g_network=g,
+        g_optimizer=torch.optim.Adam(g.parameters()), g_loss_function=WarmupAdversarialLoss(0.01),
+        recon_loss_function=nn.L1Loss(), d_network=d, d_optimizer=torch.optim.Adam(d.parameters()),
+        d_loss_function=WarmupAdversarialLoss(1.0, for_discriminator=True), g_inferer=TranslationInferer(),
+        d_inferer=ConditionalPatchInferer(), prepare_batch=TranslationPrepareBatch("lge", TASKS), decollate=False)
+    trainer.run()
+    out = trainer.state.output
+    assert out["pred"].shape == (2, 1, 32, 32) and torch.isfinite(out["reconstruction_loss"])
+    assert all(x.shape[1] == 7 for x in d.seen)
+    # the discriminator's "real" pass saw the LGE reference, not the generator inputs
+    torch.testing.assert_close(d.seen[1][:, 6:], data[0]["image"][:, 1:2])
+
+
+@pytest.mark.parametrize("task,slot", [("lge", 1), ("t2", 2), ("bssfp", 0)])
+def test_volume_inferer_shapes_and_task(task, slot):
+    seen = []
+
+    def net(x):
+        seen.append(x)
+        return x[:, :1] * 0 + 2.0  # out of range: clamped
+
+    vol = torch.rand(1, 3, 32, 32, 3)
+    out = TranslationVolumeInferer(task, TASKS, image_size=16)(vol, net)
+    assert out.shape == (1, 1, 32, 32, 3) and out.max() == 1.0
+    assert seen[0].shape == (3, 6, 16, 16) and (seen[0][:, slot] == 0).all() and (seen[0][:, 3 + slot] == 1).all()
+    assert TranslationVolumeInferer(task, TASKS)(torch.rand(2, 3, 16, 16), net).shape == (2, 1, 16, 16)
+    with pytest.raises(ValueError, match="volumes"):
+        TranslationVolumeInferer(task, TASKS)(torch.rand(1, 2, 16, 16, 3), net)
