@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUNDLE_RUN := $(PY) -m monai.bundle run
 OUT ?= output
 
-.PHONY: venv demo test test-fast clean
+.PHONY: venv demo test test-fast monailabel test-integration clean
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -26,6 +26,29 @@ test: venv
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
+
+## Optional MONAI Label environment (own venv, see monailabel_app/README.md): the project's stack, then
+## monailabel without its declared deps (they would replace torch), then only what the server needs.
+ML_VENV := .venv-monailabel
+ML_PY := $(ML_VENV)/bin/python
+
+$(ML_VENV)/.installed: requirements.txt monailabel_app/requirements.txt monailabel_app/requirements-nodeps.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	test -x $(ML_PY) || $(PYTHON) -m venv $(ML_VENV)
+	$(ML_PY) -m pip install -q --upgrade pip
+	$(ML_PY) -m pip install -q torch==2.13.0 monai==1.6.1
+	$(ML_PY) -m pip install -q -r requirements.txt
+	$(ML_PY) -m pip install -q --no-deps -r monailabel_app/requirements-nodeps.txt
+	$(ML_PY) -m pip install -q -r monailabel_app/requirements.txt
+	$(ML_PY) -c "import monailabel.main, monailabel.interfaces.app, monailabel.tasks.infer.basic_infer, bundle"
+	touch $@
+
+monailabel: $(ML_VENV)/.installed
+
+## Integration tests that start a real MONAI Label server (needs `make monailabel`)
+test-integration: monailabel
+	PATH="$(CURDIR)/$(ML_VENV)/bin:$$PATH" CMRDIFF_REQUIRE_MONAILABEL=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} \
+	  $(ML_PY) -m pytest -q -m integration tests/test_monailabel.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,3 @@
+from .infer_synthesis import SynthesisInferTask
+
+__all__ = ["SynthesisInferTask"]
