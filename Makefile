@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUNDLE_RUN := $(PY) -m monai.bundle run
 OUT ?= output
 
-.PHONY: venv demo test test-fast monailabel test-integration clean
+.PHONY: venv demo test test-fast results bench monailabel test-integration clean
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -26,6 +26,16 @@ test: venv
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
+
+## Results table (docs/results.md): every method of configs/baselines/ + CMRDiff on the validation split.
+## Train the baselines first: DATASET_DIR=$(MYOPS_DIR) PY=$(PY) bash scripts/train_baselines.sh
+MYOPS_DIR ?= ../shared/data/myops2020
+results: venv
+	PYTHONPATH=. $(PY) scripts/results.py --dataset_dir $(MYOPS_DIR)
+
+## Benchmarks (bench/results.md): sampling and training speed, memory. Run on an idle machine.
+bench: venv
+	PYTHONPATH=. $(PY) bench/run_all.py
 
 ## Optional MONAI Label environment (own venv, see monailabel_app/README.md): the project's stack, then
 ## monailabel without its declared deps (they would replace torch), then only what the server needs.

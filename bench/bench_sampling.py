@@ -4,13 +4,12 @@ at the same number of DDIM steps, measured side by side in one run; plus the UNe
 this machine's float32 matrix-multiply rate.
 
     PYTHONPATH=. .venv/bin/python bench/bench_sampling.py [--steps 10 25 50] [--slices 1 4 16] [--sizes 128 256]
-Prints a markdown table (and appends it to bench/results.md with --write).
+Prints a markdown table (bench/run_all.py writes it into bench/results.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
@@ -94,31 +93,24 @@ def matmul_gflops(n: int = 1024, repeat: int = 10) -> float:
     return 2 * n**3 * repeat / (time.perf_counter() - t) / 1e9
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
-    ap.add_argument("--slices", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    ap.add_argument("--write", action="store_true")
-    args = ap.parse_args()
+def sampling_table(steps_list=(10, 25, 50), slices_list=(1, 4, 16), sizes=(128, 256)) -> list[str]:
+    """Markdown lines: naive loop vs the CMRDiff sampler at equal work, then cost vs slices and image size."""
     net, ae = build("cpu")
-    lines = [f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} threads. Random weights (speed does not depend on them).", "",
-             "| what | steps | slices | size | naive loop (s) | CMRDiff sampler (s) | s per slice | speed-up |",
+    lines = ["| what | steps | slices | size | naive loop (s) | CMRDiff sampler (s) | s per slice | speed-up |",
              "|---|---|---|---|---|---|---|---|"]
-    for steps in args.steps:
+    for steps in steps_list:
         x = torch.rand(1, 3, 128, 128)
         tn, to = timed(naive, x, net, ae, steps), timed(ours, x, net, ae, steps)
         lines.append(f"| 1 slice | {steps} | 1 | 128 | {tn:.2f} | {to:.2f} | {to:.2f} | {tn / to:.2f}x |")
         print(lines[-1], flush=True)
-    for n in args.slices:
+    for n in slices_list:
         x = torch.rand(n, 3, 128, 128)
         tn = timed(naive, x, net, ae, 50) if n <= 4 else float("nan")
         to = timed(ours, x, net, ae, 50)
         ratio = f"{tn / to:.2f}x" if tn == tn else "-"
         lines.append(f"| volume | 50 | {n} | 128 | {tn:.2f} | {to:.2f} | {to / n:.2f} | {ratio} |")
         print(lines[-1], flush=True)
-    for size in args.sizes:
+    for size in sizes:
         x = torch.rand(1, 3, size, size)
         to = timed(ours, x, net, ae, 50)
         lines.append(f"| image size | 50 | 1 | {size} | - | {to:.2f} | {to:.2f} | - |")
@@ -132,10 +124,16 @@ def main() -> None:
     lines += ["", f"UNet forward (3 CFG rows, 32x32 latent): {gf:.2f} GFLOP in {net_t * 1e3:.1f} ms = "
               f"{gf / net_t:.1f} GFLOP/s; float32 1024^3 matmul: {mm:.1f} GFLOP/s "
               f"({100 * gf / net_t / mm:.0f}% of it)."]
-    print("\n".join(lines))
-    if args.write:
-        with open("bench/results.md", "a") as f:
-            f.write("\n## Sampling\n\n`PYTHONPATH=. .venv/bin/python bench/bench_sampling.py --write`\n\n" + "\n".join(lines) + "\n")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
+    ap.add_argument("--slices", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    args = ap.parse_args()
+    print("\n".join(sampling_table(args.steps, args.slices, args.sizes)))
 
 
 if __name__ == "__main__":
