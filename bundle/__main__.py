@@ -14,10 +14,14 @@ USER_ERRORS = (DataError, WeightsError, ValueError, FileNotFoundError, Permissio
 
 
 def root_cause(e: BaseException) -> BaseException:
-    """The innermost exception of a ``raise ... from`` / context chain (MONAI wraps config errors twice)."""
-    while (e.__cause__ or e.__context__) is not None:
-        e = e.__cause__ or e.__context__
-    return e
+    """The innermost exception of a ``raise ... from`` / context chain (MONAI wraps config errors twice), followed as
+    Python prints it: ``raise X from None`` ends the chain at ``X`` (e.g. a ``WeightsError`` raised while handling
+    torch's size-mismatch ``RuntimeError``)."""
+    while True:
+        nxt = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+        if nxt is None:
+            return e
+        e = nxt
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""The few dictionary transforms MONAI lacks: case validation, sequence stacking, the intensity protocol,
-the myocardium mask and pasting a field-of-view slab back onto the native grid.
+"""The few dictionary transforms MONAI lacks: loading whose read errors name the file, case validation, sequence
+stacking, the intensity protocol, the myocardium mask and pasting a field-of-view slab back onto the native grid.
 
 Intensity protocol (also the evaluation protocol): per case and sequence, take the ``fov``×``fov`` centre
 crop of the native grid (offset ``floor((X-fov)/2)``; if smaller, ``floor((fov-X)/2)`` zeros before; MONAI
@@ -8,12 +8,13 @@ crop of the native grid (offset ``floor((X-fov)/2)``; if smaller, ``floor((fov-X
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import LoadImaged, MapTransform
 
 from bundle.data import LABEL_VALUES, MYOCARDIUM_LABELS, SEQUENCES, DataError, check_geometry
 
@@ -21,6 +22,37 @@ from bundle.data import LABEL_VALUES, MYOCARDIUM_LABELS, SEQUENCES, DataError, c
 def _name(d: Mapping, key: Hashable) -> str:
     meta = getattr(d[key], "meta", {}) or {}
     return str(meta.get("filename_or_obj", key))
+
+
+class _NamingLoader:
+    """Wraps ``LoadImage``: any failure to read a file (missing, not an image, a truncated ``.nii.gz`` whose
+    decompression ends early with a bare ``EOFError``/``zlib.error``) becomes a :class:`DataError` naming it."""
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+
+    def __call__(self, filename, reader=None):
+        try:
+            return self.loader(filename, reader)
+        except DataError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the reader raised, the file is what is wrong
+            if isinstance(filename, (str, os.PathLike)) and not os.path.exists(filename):
+                raise DataError(f"{filename}: file not found") from None
+            raise DataError(f"{filename}: cannot read it as an image ({type(e).__name__}: {e})") from None
+
+    def __getattr__(self, name: str):  # image_only, readers, register, ... of the wrapped LoadImage
+        if name == "loader":  # not set yet (unpickling in a DataLoader worker)
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+class LoadCased(LoadImaged):
+    """``LoadImaged`` whose read errors are a :class:`DataError` naming the file (see ``_NamingLoader``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._loader = _NamingLoader(self._loader)
 
 
 class ValidateCased(MapTransform):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped models with the bundle's own configs: the stage-1 VAE, then the stage-2 diffusion models
 # (three per-task models, the all-task `any` model and the no-heatmap-loss ablation) side by side.
+# The baselines of the results table: scripts/train_baselines.sh.
 #   DATASET_DIR=/path/to/myops2020 OUT=output/train_all bash scripts/train_all.sh [extra monai.bundle overrides]
 # Weights go to $MODELS (default models/), logs and TensorBoard runs to $OUT.
 set -euo pipefail
@@ -23,10 +24,10 @@ pids=()
 for task in lge t2 bssfp any; do
   run train_diffusion --task "$task" --time_limit_s "$DM_LIMIT" > "$OUT/train_diffusion_$task.log" 2>&1 & pids+=($!)
 done
-# ablation: the `any` model without the heatmap loss (lambda = 0), written as diffusion_<profile>_any_noheatmap.pt
-run train_diffusion --task any --lambda_myo 0 --lambda_hard 0 --time_limit_s "$DM_LIMIT" \
-    --ckpt_dir "$OUT/diffusion_${PROFILE}_any_noheatmap" --diffusion_out "$MODELS/diffusion_${PROFILE}_any_noheatmap.pt" \
-    > "$OUT/train_diffusion_any_noheatmap.log" 2>&1 & pids+=($!)
+# ablation: the `any` model without the heatmap loss (configs/baselines/no_heatmap.yaml), written to output/baselines/
+$PY -m monai.bundle run --config_file "['configs/common.yaml','configs/train_diffusion.yaml','configs/baselines/latent.yaml','configs/baselines/no_heatmap.yaml']" \
+    --dataset_dir "$DATASET_DIR" --models_dir "$MODELS" --profile "$PROFILE" --task any --time_limit_s "$DM_LIMIT" \
+    ${EXTRA[@]+"${EXTRA[@]}"} > "$OUT/train_diffusion_any_noheatmap.log" 2>&1 & pids+=($!)
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 echo "diffusion done in $(( $(date +%s) - start )) s (status $status)"
