@@ -36,6 +36,9 @@ def test_metadata_validates_against_schema_and_matches_requirements():
     assert m["schema"] == SCHEMA_URL
     jsonschema.validate(m, json.loads((ROOT / "tests/data/meta_schema_20240725.json").read_text()))
     assert m["version"] in m["changelog"]
+    import bundle
+
+    assert bundle.__version__ == m["version"]
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (ROOT / "requirements.txt").read_text(), re.M))
     assert pins["monai"] == m["monai_version"] and pins["torch"] == m["pytorch_version"]
     assert pins["numpy"] == m["numpy_version"]
