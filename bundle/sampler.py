@@ -42,6 +42,7 @@ class CMRDiffSampler(Inferer):
         seed: int | None = 0,
         progress: bool = True,
         image_size: int | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
@@ -60,7 +61,8 @@ class CMRDiffSampler(Inferer):
         self.guide = seqs.index(guide)
         self.steps, self.s1, self.s2 = int(num_inference_steps), float(guidance_scale_1), float(guidance_scale_2)
         self.strength, self.num_samples, self.seed, self.progress = float(strength), int(num_samples), seed, progress
-        self.image_size = image_size
+        self.image_size, self.compile = image_size, bool(compile)
+        self._compiled: tuple[int, nn.Module] | None = None
         self.uncertainty: torch.Tensor | None = None
         self.uncertainty_volume: torch.Tensor | None = None
 
@@ -69,6 +71,18 @@ class CMRDiffSampler(Inferer):
         self.scheduler.set_timesteps(self.steps)
         n = min(max(int(self.steps * self.strength), 1), self.steps)
         return self.scheduler.timesteps[self.steps - n :]
+
+    def denoiser(self, net: nn.Module) -> nn.Module:
+        """``net``, or with ``compile=True`` its ``torch.compile``d form (weights frozen into the graph: inference
+        only), built on first use and kept for later calls with the same network (the first call pays ~1 min)."""
+        if not self.compile:
+            return net
+        if self._compiled is None or self._compiled[0] != id(net):
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            self._compiled = (id(net), torch.compile(net, dynamic=False))
+        return self._compiled[1]
 
     @torch.inference_mode()
     def sample(self, images: torch.Tensor, network: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -103,9 +117,10 @@ class CMRDiffSampler(Inferer):
         else:
             guide = lat[:, self.guide].repeat_interleave(n, 0)
             z = self.scheduler.add_noise(guide, noise, ts[:1].to(dev).repeat(b * n))
+        unet = self.denoiser(net)
         for t in tqdm(ts, desc="sampling", disable=not self.progress, leave=False):
             tt = torch.full((3 * b * n,), int(t), dtype=torch.long, device=dev)
-            out = net(torch.cat([z.repeat(3, 1, 1, 1), cond], 1), tt, context=context, class_labels=labels)
+            out = unet(torch.cat([z.repeat(3, 1, 1, 1), cond], 1), tt, context=context, class_labels=labels)
             e_full, e_c1, e_null = out.chunk(3)
             eps = e_null + self.s1 * (e_c1 - e_null) + self.s2 * (e_full - e_c1)
             z, _ = self.scheduler.step(eps, int(t), z)

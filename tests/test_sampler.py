@@ -3,6 +3,8 @@ counting, the uncertainty output and knob validation."""
 
 from __future__ import annotations
 
+import shutil
+
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,19 @@ def test_same_seed_identical(tiny):
     assert torch.equal(a, b)
     c = _sampler(tiny, seed=4)(x, tiny[0])
     assert not torch.allclose(a, c, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(map(shutil.which, ("g++", "c++", "clang++"))),
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_denoiser_gives_the_same_synthesis(tiny):
+    """compile=True (torch.compile with frozen weights) is a speed option only: same output as eager."""
+    x = _images(1)
+    eager = _sampler(tiny, seed=5)(x, tiny[0])
+    s = _sampler(tiny, seed=5, compile=True)
+    assert s.denoiser(tiny[0]) is not tiny[0] and s.denoiser(tiny[0]) is s.denoiser(tiny[0])
+    torch.testing.assert_close(s(x, tiny[0]), eager, atol=1e-4, rtol=1e-4)
+    assert _sampler(tiny).denoiser(tiny[0]) is tiny[0]
 
 
 def test_strength_one_is_pure_noise_ddim(tiny):
