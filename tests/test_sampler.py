@@ -4,7 +4,6 @@ counting, the uncertainty output and knob validation."""
 from __future__ import annotations
 
 import shutil
-
 from pathlib import Path
 
 import pytest
