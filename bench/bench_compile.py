@@ -3,7 +3,8 @@ profile, random weights), against the naive loop, measured side by side in one p
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python bench/bench_compile.py
 
-Neither is enabled in the sampler: see bench/results.md for the numbers and why.
+`compile` is an opt-in knob of the sampler (`--compile true`); channels-last is not used. Numbers and the reasons:
+docs/results.md (Speed and memory).
 """
 
 import time

@@ -26,7 +26,8 @@ HEADER = """# Benchmarks
 
 Written by `PYTHONPATH=. .venv/bin/python bench/run_all.py` (`make bench`) on {when}: {machine}, {cores} CPU cores,
 torch {torch} with {threads} threads, cpu profile, random weights for sampling (speed does not depend on them).
-Each sampling time is one run after one warm-up run (single numbers vary by about ±10 %).
+Each sampling time is the best of 3 runs after one warm-up run (16 slices: one run), so that other work on the
+machine disturbs it least.
 "naive loop" = per slice, per DDIM step, three separate UNet calls (one per guidance branch), the condition encoder
 re-run inside each call, `torch.no_grad`. "CMRDiff sampler" = `bundle/sampler.py`: condition latents and tokens
 computed once, the three branches and all slices in one batched forward per step, `torch.inference_mode`.
@@ -49,7 +50,12 @@ def main() -> None:
         raise SystemExit(proc.stderr[-3000:])
     training = [line for line in proc.stdout.splitlines() if line.startswith("|")]
     training = training[len(training) - len(WORKFLOWS) - 2 :]  # the final table
-    text = (head + "\n## Sampling\n\n" + "\n".join(sampling) + "\n\n## Training\n\n"
+    comp = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_compile.py"))], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    compile_line = next((ln for ln in comp.stdout.splitlines() if ln.startswith("threads")), "failed: " + comp.stderr[-500:])
+    text = (head + "\n## Sampling\n\n" + "\n".join(sampling) + "\n\n"
+            "Opt-in `compile: true` of the sampler (`bench/bench_compile.py`, one 128x128 slice, 50 steps, single runs): "
+            + compile_line + "\n\n## Training\n\n"
             "Trainers built from the workflow configs (cpu profile) on the phantom, one process each "
             "(`bench/bench_training.py`); slices/s after 3 warm-up iterations, peak RSS of that process.\n\n"
             + "\n".join(training) + "\n")

@@ -32,10 +32,11 @@ COLS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("myo_psnr", "myo PSNR", 2), (
 METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "cmrdiff": ("**CMRDiff** (shipped weights, defaults)", [], []),
     "cmrdiff_n4": ("CMRDiff, mean of 4 samples", [], ["--num_samples", "4"]),
-    "no_heatmap": ("ablation: no heatmap loss (λ = 0)", [B + "latent.yaml", B + "no_heatmap.yaml"], []),
+    "cmrdiff_scratch": ("CMRDiff trained like the ablations (from scratch, 450 epochs)", [B + "latent.yaml"], []),
+    "no_heatmap": ("ablation: no heatmap loss (λ = 0; 450 epochs)", [B + "latent.yaml", B + "no_heatmap.yaml"], []),
     "no_guided_synthesis": ("ablation: no guided synthesis (strength 1)", [B + "no_guided_synthesis.yaml"], []),
     "single_scale_cfg": ("ablation: single-scale CFG (c_I2 = c_I1)", [B + "single_scale_cfg.yaml"], []),
-    "ldm_plain": ("ldm_plain", [B + "latent.yaml", B + "ldm_plain.yaml"], []),
+    "ldm_plain": ("ldm_plain (450 epochs)", [B + "latent.yaml", B + "ldm_plain.yaml"], []),
     "unet_l1": ("unet_l1", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
     "pix2pix": ("pix2pix", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
     "copy": ("copy the guide condition unchanged", [], []),
@@ -48,6 +49,8 @@ def weights_of(key: str, baselines_dir: Path, profile: str) -> Path | None:
         return None
     if key in ("no_heatmap", "ldm_plain", "unet_l1", "pix2pix"):
         return baselines_dir / f"{key}_{profile}_any.pt"
+    if key == "cmrdiff_scratch":
+        return baselines_dir / f"cmrdiff_{profile}_any.pt"
     return ROOT / "models" / f"diffusion_{profile}_any.pt"
 
 
