@@ -282,3 +282,19 @@ def test_validate_case_refuses_an_all_zero_slice(tmp_path):
     d = LoadImaged(keys="C0", image_only=True)({"C0": str(f)})
     with pytest.raises(DataError, match=r"c_C0.nii.gz.*slice\(s\) \[1\] are all zero"):
         ValidateCased(keys=["C0"])(d)
+
+
+def test_load_cased_names_missing_and_unreadable_files(tmp_path):
+    from bundle.data import DataError
+    from bundle.transforms import LoadCased
+
+    good = tmp_path / "ok_C0.nii.gz"
+    _save(good, np.ones((8, 8, 2), np.float32), np.eye(4))
+    load = LoadCased(keys="C0", image_only=True)
+    assert tuple(load({"C0": str(good)})["C0"].shape) == (8, 8, 2)
+    cut = tmp_path / "cut_C0.nii.gz"
+    cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])  # a truncated download
+    with pytest.raises(DataError, match="cut_C0.nii.gz: cannot read it as an image"):
+        load({"C0": str(cut)})
+    with pytest.raises(DataError, match="gone_C0.nii.gz: file not found"):
+        load({"C0": str(tmp_path / "gone_C0.nii.gz")})
