@@ -32,6 +32,15 @@ def task_slots(task: str, tasks: Mapping[str, Mapping]) -> tuple[int, int, int]:
     return (SEQUENCES.index(spec["target"]), *(SEQUENCES.index(c) for c in spec["conditions"]))
 
 
+def batch_generator(batchdata: Mapping, seed: int | None) -> torch.Generator | None:
+    """A generator seeded by ``seed`` and the batch's ``case``/``slice`` keys (None without a seed): random draws
+    that depend only on which slices are in the batch, e.g. a reproducible validation loss."""
+    if seed is None:
+        return None
+    key = f"{list(batchdata.get('case', []))}{list(map(int, batchdata.get('slice', [])))}"
+    return torch.Generator().manual_seed(seed + zlib.crc32(key.encode()))
+
+
 def condition_dropout(batch_size: int, p: float, generator: torch.Generator | None = None, joint: bool = False):
     """InstructPix2Pix-style dropout masks (keep1, keep2), each (B,) bool: with probability ``p`` each,
     only condition 2 is dropped, both are dropped, or only condition 1 is dropped.
@@ -65,14 +74,8 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         self.slots = torch.tensor([task_slots(t, tasks) for t in names])  # (n_tasks, 3)
         self.lc, self.drop_prob, self.scheduler, self.seed = latent_channels, drop_prob, scheduler, seed
 
-    def _generator(self, batchdata: Mapping) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        key = f"{list(batchdata.get('case', []))}{list(map(int, batchdata.get('slice', [])))}"
-        return torch.Generator().manual_seed(self.seed + zlib.crc32(key.encode()))
-
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
-        g = self._generator(batchdata)
+        g = batch_generator(batchdata, self.seed)
         lat = batchdata["latent"].float()
         b, _, h, w = lat.shape
         lat = lat.view(b, 3, self.lc, h, w)

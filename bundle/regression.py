@@ -8,7 +8,6 @@ CMRDiff model. Slices come from ``bundle.data.build_slices``: ``image`` (B, 3, H
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 
 import torch
@@ -16,7 +15,7 @@ from monai.inferers import Inferer
 from torch import nn
 
 from bundle.data import map_fov_slices
-from bundle.engine import task_slots
+from bundle.engine import batch_generator, task_slots
 
 
 def translation_inputs(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,10 +46,7 @@ class TranslationPrepareBatch:
             target = self.targets.repeat_interleave(b)
             images = images.repeat(len(self.targets), 1, 1, 1)
         else:
-            g = None
-            if self.seed is not None:
-                key = f"{list(batchdata.get('case', []))}{list(map(int, batchdata.get('slice', [])))}"
-                g = torch.Generator().manual_seed(self.seed + zlib.crc32(key.encode()))
+            g = batch_generator(batchdata, self.seed)
             target = self.targets[torch.randint(len(self.targets), (b,), generator=g)]
         inputs = translation_inputs(images, target).to(device=device, non_blocking=non_blocking)
         real = images[torch.arange(len(target)), target][:, None].to(device=device, non_blocking=non_blocking)

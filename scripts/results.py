@@ -28,7 +28,7 @@ B = "configs/baselines/"
 TASKS = ("lge", "t2", "bssfp")
 COLS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("myo_psnr", "myo PSNR", 2), ("myo_ssim", "myo SSIM", 3))
 
-# key: (row label, extra config files, extra args, weights glob under the repo (None = shipped CMRDiff weights))
+# key: (row label, config files added to configs/evaluate.yaml's, extra command-line args); weights: weights_of()
 METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "cmrdiff": ("**CMRDiff** (shipped weights, defaults)", [], []),
     "cmrdiff_n4": ("CMRDiff, mean of 4 samples", [], ["--num_samples", "4"]),
