@@ -131,9 +131,9 @@ def export_autoencoder(autoencoder: nn.Module, best_checkpoint: str, slices: lis
     from monai.data import DataLoader
 
     from bundle.data import per_sequence
-    from bundle.weights import save_weights
+    from bundle.weights import load_best, save_weights
 
-    autoencoder.load_state_dict(torch.load(best_checkpoint, map_location=device, weights_only=True))
+    load_best(autoencoder, best_checkpoint)
     scale = compute_scale_factor(autoencoder, DataLoader(per_sequence(slices), batch_size=32), device)
     save_weights(path, autoencoder, arch, scale_factor=scale)
     return f"{path} (scale_factor={scale:.4f})"

@@ -62,13 +62,22 @@ def _norm(v: Any) -> Any:
     return [_norm(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
+def load_best(network: nn.Module, best_checkpoint: str | Path) -> None:
+    """Load a training run's best checkpoint into ``network``; a clear error when training stopped (say, at its
+    time limit) before any validation wrote one."""
+    if not Path(best_checkpoint).is_file():
+        raise WeightsError(f"no best checkpoint {str(best_checkpoint)!r}: training stopped before its first "
+                           "validation (raise time_limit_s or lower val_interval); nothing was exported")
+    network.load_state_dict(torch.load(best_checkpoint, map_location="cpu", weights_only=True))
+
+
 def export_best(network: nn.Module, best_checkpoint: str | Path, path: str | Path, arch: dict[str, Any],
                 scale_factor: float | None = None) -> Path:
     """Load the best training checkpoint into ``network`` and write it as shipped weights; the latent
     ``scale_factor`` it was trained with is stored too (inference checks it against the autoencoder's);
     image-space models have none."""
     net = network.module if hasattr(network, "module") else network
-    net.load_state_dict(torch.load(best_checkpoint, map_location="cpu", weights_only=True))
+    load_best(net, best_checkpoint)
     extra = {} if scale_factor is None else {"scale_factor": float(scale_factor)}
     return save_weights(path, net, arch, **extra)
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from bundle.weights import WeightsError, diffusion_weights_path, load_diffusion, load_weights, save_weights
+from bundle.weights import (WeightsError, diffusion_weights_path, export_best, load_diffusion, load_weights,
+                            save_weights)
 
 ARCH = {"channels": [8, 16], "profile": "tiny", "encoder": "PatchConditionEncoder"}
 
@@ -155,3 +156,13 @@ def test_load_diffusion_any_model_serves_every_task(tmp_path, task):
     dst = _net(8)
     assert load_diffusion(path, dst, ARCH, task, 0.9)["arch"]["task"] == "any"
     _assert_same(src, dst)
+
+
+def test_export_best_without_a_validation_is_a_clear_error(tmp_path):
+    """A run stopped (time limit) before its first validation has no best checkpoint: say so, export nothing."""
+    net = nn.Linear(2, 2)
+    with pytest.raises(WeightsError, match="before its first validation"):
+        export_best(net, tmp_path / "best_network.pt", tmp_path / "out.pt", {"k": 1})
+    assert not (tmp_path / "out.pt").exists()
+    torch.save(net.state_dict(), tmp_path / "best_network.pt")
+    assert export_best(net, tmp_path / "best_network.pt", tmp_path / "out.pt", {"k": 1}).is_file()
