@@ -1,9 +1,11 @@
 """Sampling benchmark (cpu profile, 128x128 slices, two-scale CFG): the bundle's batched sampler vs the
 straightforward loop (three UNet calls per step, one slice at a time, condition encoder re-run each call),
-at the same number of DDIM steps, measured side by side in one run; plus the UNet's achieved GFLOP/s against
-this machine's float32 matrix-multiply rate.
+at the same number of DDIM steps, measured side by side in one run, also with DeepCache (``cache_interval`` k: the
+whole UNet every k-th step only); plus the UNet's achieved GFLOP/s against this machine's float32 matrix-multiply
+rate.
 
     PYTHONPATH=. .venv/bin/python bench/bench_sampling.py [--steps 10 25 50] [--slices 1 4 16] [--sizes 128 256]
+        [--cache 2 3]
 Prints a markdown table (bench/run_all.py writes it into bench/results.md).
 """
 
@@ -59,8 +61,9 @@ def naive(images, net, ae, steps: int, s1=1.5, s2=1.5, scale=1.0):
     return torch.cat(outs)
 
 
-def ours(images, net, ae, steps: int):
-    s = CMRDiffSampler(scheduler(), ae, 1.0, "lge", TASKS, num_inference_steps=steps, progress=False)
+def ours(images, net, ae, steps: int, cache_interval: int = 1):
+    s = CMRDiffSampler(scheduler(), ae, 1.0, "lge", TASKS, num_inference_steps=steps, progress=False,
+                       cache_interval=cache_interval)
     return s(images, net)
 
 
@@ -80,7 +83,7 @@ def unet_gflop(net, size: int, batch: int = 3) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     lat = size // 4
-    x = torch.randn(batch, 16, lat, lat)
+    x = torch.randn(batch, net.unet.in_channels, lat, lat)
     ctx = net.context(torch.rand(batch, 3, size, size), torch.ones(batch, 3, dtype=torch.bool))
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         net(x, torch.zeros(batch, dtype=torch.long), context=ctx, class_labels=torch.ones(batch, dtype=torch.long))
@@ -96,31 +99,35 @@ def matmul_gflops(n: int = 1024, repeat: int = 10) -> float:
     return 2 * n**3 * repeat / (time.perf_counter() - t) / 1e9
 
 
-def sampling_table(steps_list=(10, 25, 50), slices_list=(1, 4, 16), sizes=(128, 256)) -> list[str]:
-    """Markdown lines: naive loop vs the CMRDiff sampler at equal work, then cost vs slices and image size."""
+def sampling_table(steps_list=(10, 25, 50), slices_list=(1, 4, 16), sizes=(128, 256),
+                   caches=(2, 3)) -> list[str]:
+    """Markdown lines: naive loop vs the CMRDiff sampler (plain, then DeepCache with each interval in ``caches``)
+    at equal steps, then cost vs slices and image size."""
     net, ae = build("cpu")
-    lines = ["| what | steps | slices | size | naive loop (s) | CMRDiff sampler (s) | s per slice | speed-up |",
-             "|---|---|---|---|---|---|---|---|"]
+    extra = "".join(f" DeepCache k={k} (s) | speed-up |" for k in caches)
+    lines = ["| what | steps | slices | size | naive loop (s) | CMRDiff sampler (s) | s per slice | speed-up |" + extra,
+             "|---|---|---|---|---|---|---|---|" + "---|---|" * len(caches)]
+
+    def row(what, steps, n, size, repeat, with_naive=True):
+        x = torch.rand(n, 3, size, size)
+        tn = timed(naive, x, net, ae, steps, repeat=repeat) if with_naive else float("nan")
+        to = timed(ours, x, net, ae, steps, repeat=repeat)
+        ratio = (lambda t: f"{tn / t:.2f}x" if tn == tn else "-")
+        cells = "".join(f" {tc:.2f} | {ratio(tc)} |" for tc in
+                        (timed(ours, x, net, ae, steps, k, repeat=repeat) for k in caches))
+        tn_s = f"{tn:.2f}" if tn == tn else "-"
+        lines.append(f"| {what} | {steps} | {n} | {size} | {tn_s} | {to:.2f} | {to / n:.2f} | {ratio(to)} |" + cells)
+        print(lines[-1], flush=True)
+
     for steps in steps_list:
-        x = torch.rand(1, 3, 128, 128)
-        tn, to = timed(naive, x, net, ae, steps), timed(ours, x, net, ae, steps)
-        lines.append(f"| 1 slice | {steps} | 1 | 128 | {tn:.2f} | {to:.2f} | {to:.2f} | {tn / to:.2f}x |")
-        print(lines[-1], flush=True)
+        row("1 slice", steps, 1, 128, 3)
     for n in slices_list:
-        x = torch.rand(n, 3, 128, 128)
-        tn = timed(naive, x, net, ae, 50, repeat=3 if n <= 4 else 1) if n <= 4 else float("nan")
-        to = timed(ours, x, net, ae, 50, repeat=3 if n <= 4 else 1)
-        ratio = f"{tn / to:.2f}x" if tn == tn else "-"
-        lines.append(f"| volume | 50 | {n} | 128 | {tn:.2f} | {to:.2f} | {to / n:.2f} | {ratio} |")
-        print(lines[-1], flush=True)
+        row("volume", 50, n, 128, 3 if n <= 4 else 1, with_naive=n <= 4)
     for size in sizes:
-        x = torch.rand(1, 3, size, size)
-        to = timed(ours, x, net, ae, 50)
-        lines.append(f"| image size | 50 | 1 | {size} | - | {to:.2f} | {to:.2f} | - |")
-        print(lines[-1], flush=True)
+        row("image size", 50, 1, size, 3, with_naive=False)
     gf = unet_gflop(net, 128)
     x = torch.rand(1, 3, 128, 128)
-    net_t = timed(lambda: net(torch.randn(3, 16, 32, 32), torch.zeros(3, dtype=torch.long),
+    net_t = timed(lambda: net(torch.randn(3, net.unet.in_channels, 32, 32), torch.zeros(3, dtype=torch.long),
                               context=net.context(x.repeat(3, 1, 1, 1), torch.ones(3, 3, dtype=torch.bool)),
                               class_labels=torch.ones(3, dtype=torch.long)), repeat=20)
     mm = matmul_gflops()
@@ -135,8 +142,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
     ap.add_argument("--slices", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--cache", type=int, nargs="*", default=[2, 3], help="DeepCache intervals to time too")
     args = ap.parse_args()
-    print("\n".join(sampling_table(args.steps, args.slices, args.sizes)))
+    print("\n".join(sampling_table(args.steps, args.slices, args.sizes, args.cache)))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ machine disturbs it least.
 "naive loop" = per slice, per DDIM step, three separate UNet calls (one per guidance branch), the condition encoder
 re-run inside each call, `torch.no_grad`. "CMRDiff sampler" = `bundle/sampler.py`: condition latents and tokens
 computed once, the three branches and all slices in one batched forward per step, `torch.inference_mode`.
-Both at the same number of DDIM steps, slices and image size, side by side in this run.
+"DeepCache k" = the same sampler with `cache_interval: k` (`bundle/deepcache.py`): the whole UNet every k-th step,
+the full-resolution blocks alone in between, reusing the deep features (its quality cost: docs/results.md).
+All at the same number of DDIM steps, slices and image size, side by side in this run.
 """
 
 

@@ -8,6 +8,8 @@ channel is ignored) to the synthesized target (B, 1, H, W) in [0, 1]:
 3. DDIM steps with ε̃ = ε(∅,∅) + c_I1·[ε(c1,∅) − ε(∅,∅)] + c_I2·[ε(c1,c2) − ε(c1,∅)], the three predictions of
    every slice in **one** batched forward pass per step;
 4. decode ``z / scale_factor``.
+With ``cache_interval`` k > 1 (DeepCache, ``bundle.deepcache``) only every k-th step runs the whole UNet; the steps
+in between reuse its deep features and run the full-resolution blocks alone (same number of steps, less work).
 With ``num_samples`` N > 1 the N samples run in the same batch; the mean is returned and the per-pixel
 standard deviation is kept in ``self.uncertainty``.
 """
@@ -22,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bundle.data import map_fov_slices
+from bundle.deepcache import DeepCacheUNet
 from bundle.engine import task_slots
 
 
@@ -43,6 +46,7 @@ class CMRDiffSampler(Inferer):
         progress: bool = True,
         image_size: int | None = None,
         compile: bool = False,
+        cache_interval: int = 1,
     ) -> None:
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
@@ -57,11 +61,14 @@ class CMRDiffSampler(Inferer):
         _check("strength", strength, lambda v: 0 < v <= 1, "in (0, 1]")
         _check("num_inference_steps", num_inference_steps, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         _check("num_samples", num_samples, lambda v: int(v) == v and v >= 1, "an integer >= 1")
+        _check("cache_interval", cache_interval, lambda v: int(v) == v and v >= 1, "an integer >= 1")
+        if compile and cache_interval > 1:
+            raise ValueError("compile and cache_interval > 1 cannot be combined: choose one")
         self.scheduler, self.autoencoder, self.scale_factor = scheduler, autoencoder, float(scale_factor)
         self.guide = seqs.index(guide)
         self.steps, self.s1, self.s2 = int(num_inference_steps), float(guidance_scale_1), float(guidance_scale_2)
         self.strength, self.num_samples, self.seed, self.progress = float(strength), int(num_samples), seed, progress
-        self.image_size, self.compile = image_size, bool(compile)
+        self.image_size, self.compile, self.cache_interval = image_size, bool(compile), int(cache_interval)
         self._compiled: tuple[int, nn.Module] | None = None
         self.uncertainty: torch.Tensor | None = None
         self.uncertainty_volume: torch.Tensor | None = None
@@ -118,9 +125,14 @@ class CMRDiffSampler(Inferer):
             guide = lat[:, self.guide].repeat_interleave(n, 0)
             z = self.scheduler.add_noise(guide, noise, ts[:1].to(dev).repeat(b * n))
         unet = self.denoiser(net)
-        for t in tqdm(ts, desc="sampling", disable=not self.progress, leave=False):
+        cached = DeepCacheUNet(net.unet) if self.cache_interval > 1 else None
+        for i, t in enumerate(tqdm(ts, desc="sampling", disable=not self.progress, leave=False)):
             tt = torch.full((3 * b * n,), int(t), dtype=torch.long, device=dev)
-            out = unet(torch.cat([z.repeat(3, 1, 1, 1), cond], 1), tt, context=context, class_labels=labels)
+            x_in = torch.cat([z.repeat(3, 1, 1, 1), cond], 1)
+            if cached is None:
+                out = unet(x_in, tt, context=context, class_labels=labels)
+            else:
+                out = cached(x_in, tt, context=context, class_labels=labels, full=i % self.cache_interval == 0)
             e_full, e_c1, e_null = out.chunk(3)
             eps = e_null + self.s1 * (e_c1 - e_null) + self.s2 * (e_full - e_c1)
             z, _ = self.scheduler.step(eps, int(t), z)

@@ -88,7 +88,7 @@ def test_torchscript_export_of_the_diffusion_unet(tmp_path):
     net = p.get_parsed_content("network_def").eval()
     for prm in net.parameters():  # MONAI zero-initialises output layers: randomise so the check means something
         torch.nn.init.normal_(prm, std=0.02)
-    x, t = torch.randn(2, 16, 32, 32), torch.tensor([10, 900])
+    x, t = torch.randn(2, net.unet.in_channels, 32, 32), torch.tensor([10, 900])
     ctx = net.context(torch.rand(2, 3, 128, 128), torch.ones(2, 3, dtype=torch.bool))
     lab = torch.tensor([1, 2])
     with torch.no_grad():

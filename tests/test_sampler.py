@@ -234,6 +234,9 @@ def test_num_samples_uncertainty(tiny):
     (dict(num_inference_steps=0), "num_inference_steps"),
     (dict(num_inference_steps=2.5), "num_inference_steps"),
     (dict(num_samples=0), "num_samples"),
+    (dict(cache_interval=0), "cache_interval"),
+    (dict(cache_interval=1.5), "cache_interval"),
+    (dict(cache_interval=2, compile=True), "cache_interval"),
     (dict(guide="DE"), "guide"),  # the target of lge
     (dict(task="t2", guide="T2"), "guide"),
     (dict(guide="XX"), "guide"),
@@ -247,3 +250,29 @@ def test_knob_validation(tiny, kw, field):
 def test_bad_input_shape(tiny):
     with pytest.raises(ValueError, match="expected"):
         _sampler(tiny)(torch.rand(1, 2, 64, 64), tiny[0])
+
+
+def test_deepcache_one_step_is_the_plain_sampler(tiny):
+    """With one step the only step is a full one: DeepCache must change nothing."""
+    x = _images(2)
+    plain = _sampler(tiny, num_inference_steps=1)(x, tiny[0])
+    cached = _sampler(tiny, num_inference_steps=1, cache_interval=3)(x, tiny[0])
+    torch.testing.assert_close(cached, plain, rtol=0, atol=1e-6)
+
+
+def test_deepcache_reuses_features_between_full_steps(tiny, monkeypatch):
+    """cache_interval=2 over 4 steps: full, shallow, full, shallow; seeded output identical twice, and it differs
+    from the plain sampler (the shallow steps really reuse stale deep features)."""
+    from bundle import deepcache
+
+    calls = []
+    forward = deepcache.DeepCacheUNet.forward
+    monkeypatch.setattr(deepcache.DeepCacheUNet, "forward",
+                        lambda self, *a, full=True, **k: calls.append(full) or forward(self, *a, full=full, **k))
+    x = _images(2)
+    a = _sampler(tiny, cache_interval=2)(x, tiny[0])
+    assert calls == [True, False, True, False]
+    b = _sampler(tiny, cache_interval=2)(x, tiny[0])
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert a.shape == (2, 1, 64, 64)
+    assert not torch.allclose(a, _sampler(tiny)(x, tiny[0]), atol=1e-6)

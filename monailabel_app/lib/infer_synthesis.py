@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 SEQUENCES = ("C0", "DE", "T2")
 MYOPS_NAME = re.compile(r"^(?P<case>.+)_(?P<seq>C0|DE|T2)\.nii(\.gz)?$")
 # sampler knobs of configs/inference.yaml a request may set (defaults are read from the config itself)
-KNOBS = ("num_inference_steps", "guidance_scale_1", "guidance_scale_2", "strength", "guide", "num_samples", "seed")
+KNOBS = ("num_inference_steps", "guidance_scale_1", "guidance_scale_2", "strength", "guide", "num_samples", "seed",
+         "cache_interval")
 
 
 class RequestError(ValueError):
@@ -89,7 +90,7 @@ class SynthesisInferTask(InferTask):
         self.profile = str(conf.get("profile") or raw.get("profile"))
         defaults = {k: raw.get(k) for k in KNOBS}
         defaults["guide"] = defaults["guide"] if defaults["guide"] is not None else ""  # shown as a text field
-        self._types = dict(defaults, num_inference_steps=0, num_samples=0, seed=0)
+        self._types = dict(defaults, num_inference_steps=0, num_samples=0, seed=0, cache_interval=0)
         for k in KNOBS:  # app-level defaults, e.g. `--conf num_inference_steps 10`
             if k in conf:
                 defaults[k] = _cast(k, conf[k], self._types[k]) if k != "guide" else (conf[k] or "")
