@@ -49,9 +49,9 @@ class DeepCacheUNet(nn.Module):
         h = u.conv_in(x)
         res = [h]
         last = u.up_blocks[-1]
-        if full or self.cache is None:
-            if not full:
-                raise RuntimeError("DeepCacheUNet: the first call must be a full step (nothing cached yet)")
+        if not full and self.cache is None:
+            raise RuntimeError("DeepCacheUNet: the first call must be a full step (nothing cached yet)")
+        if full:
             for block in u.down_blocks:
                 h, r = block(hidden_states=h, temb=emb, context=context)
                 res.extend(r)
