@@ -26,7 +26,7 @@ CH="--profiles#cpu#autoencoder#channels"
 LAT="--profiles#cpu#autoencoder#latent_channels"
 NRB="--profiles#cpu#autoencoder#num_res_blocks"
 if [ "${ROUND:-1}" = 1 ]; then
-# name         recipe (CPU s/iter measured on the 2-core machine: 1.24 / 1.31 / 1.63 / 2.83)
+# name         recipe (CPU s/iter on the 2-core machine, bench/bench_vae_recipes.py: 1.24 / 1.31 / 1.63 / 2.83)
 run_ae ctrl   --lr 2.0e-4 &                                                           # the old recipe, to the end
 run_ae lr     --lr 1.0e-3 &                                                           # 200 ep x 19 it x 1.24 s
 run_ae lat8   --lr 1.0e-3 "$LAT" 8 &                                                  # 200 ep x 19 it x 1.31 s
