@@ -7,7 +7,9 @@ The official layout under ``dataset_dir`` is::
 
 Split rule (deterministic): ``train`` = every ``myops_training_*`` case; ``validation`` = the
 ``myops_test_*`` cases whose id is in ``validation_ids`` (a fixed list in ``configs/common.yaml``);
-``test`` = every other ``myops_test_*`` case. Cases are sorted by id. A split may be partly present
+``test`` = every other ``myops_test_*`` case. The tuning fold (knobs are chosen there, never on ``validation``):
+``tune`` = the ``myops_training_*`` cases whose id is in ``tuning_ids`` (a fixed list in ``configs/common.yaml``),
+``train_tune`` = the other training cases (what a model is trained on while tuning). Cases are sorted by id. A split may be partly present
 (e.g. only ``test20/``); an empty split raises :class:`DataError` naming the folder searched.
 """
 
@@ -23,7 +25,7 @@ import torch
 SEQUENCES: tuple[str, ...] = ("C0", "DE", "T2")  # bSSFP, LGE, T2-weighted: the canonical channel order
 LABEL_VALUES: tuple[int, ...] = (0, 200, 500, 600, 1220, 2221)
 MYOCARDIUM_LABELS: tuple[int, ...] = (200, 1220, 2221)
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "tune", "train_tune")
 _FOLDERS = {"training": ("train25", "train25_myops_gd"), "test": ("test20", "test20_gd")}
 _NAME = re.compile(r"^(myops_(training|test)_(\d+))_(C0|DE|T2)\.nii(\.gz)?$")
 
@@ -34,7 +36,7 @@ class DataError(ValueError):
 
 def discover_cases(
     dataset_dir: str | Path, split: str, validation_ids: Sequence[int], require_label: bool = False,
-    required: Sequence[str] = SEQUENCES,
+    required: Sequence[str] = SEQUENCES, tuning_ids: Sequence[int] = (),
 ) -> list[dict[str, str]]:
     """List the cases of ``split`` as dicts ``{"case", "C0", "DE", "T2"[, "gd"]}`` (paths as str).
 
@@ -46,7 +48,7 @@ def discover_cases(
     root = Path(dataset_dir)
     if not root.is_dir():
         raise DataError(f"dataset_dir {str(root)!r} is not a directory")
-    kind = "training" if split == "train" else "test"
+    kind = "training" if split in ("train", "tune", "train_tune") else "test"
     img_dir, gd_dir = (root / f for f in _FOLDERS[kind])
     found: dict[str, dict[str, str]] = {}
     ids: dict[str, int] = {}
@@ -57,9 +59,14 @@ def discover_cases(
                 found.setdefault(m.group(1), {"case": m.group(1)})[m.group(4)] = str(f)
                 ids[m.group(1)] = int(m.group(3))
     val = {int(i) for i in validation_ids}
+    tune = {int(i) for i in tuning_ids}
+    if split == "tune" and not tune:
+        raise DataError("split 'tune' needs a non-empty tuning_ids list (field `tuning_ids`)")
     cases = []
     for case in sorted(found, key=lambda c: ids[c]):
         if split == "validation" and ids[case] not in val or split == "test" and ids[case] in val:
+            continue
+        if split == "tune" and ids[case] not in tune or split == "train_tune" and ids[case] in tune:
             continue
         item = found[case]
         missing = [s for s in required if s not in item]
@@ -80,6 +87,8 @@ def discover_cases(
             f"split {split!r} is empty: no {'myops_' + kind + '_*'} cases"
             + (f" with ids {sorted(val)}" if split == "validation" else "")
             + (f" outside the validation ids {sorted(val)}" if split == "test" else "")
+            + (f" with tuning ids {sorted(tune)}" if split == "tune" else "")
+            + (f" outside the tuning ids {sorted(tune)}" if split == "train_tune" else "")
             + f" in {img_dir}"
         )
     return cases

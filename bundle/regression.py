@@ -96,3 +96,44 @@ class TranslationVolumeInferer(Inferer):
         if inputs.ndim != 5 or inputs.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) slices or (B, 3, X, Y, S) volumes, got {tuple(inputs.shape)}")
         return map_fov_slices(lambda x: (self.predict(x, network),), inputs, self.image_size)[0].clamp(0, 1)
+
+
+class LinearFit(nn.Module):
+    """The linear-intensity baseline: ``target = a_t·c1 + b_t·c2 + c_t`` per task ``t``, on the same network input
+    as the image-space regressors (B, 6, H, W) -> (B, 1, H, W). ``weight`` (3, 3): one row per target slot over the
+    channels C0, DE, T2 (the target's own entry is unused: its channel is zeroed); ``bias`` (3,). Fitted in closed
+    form by :func:`fit_linear` (least squares over every pixel of the training slices); no gradient training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(3, 3), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(3), requires_grad=False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        onehot = inputs[:, 3:6, 0, 0]  # (B, 3)
+        w, b = onehot @ self.weight, onehot @ self.bias  # (B, 3), (B,)
+        return (w[:, :, None, None] * inputs[:, :3]).sum(1, keepdim=True) + b[:, None, None, None]
+
+
+@torch.no_grad()
+def fit_linear(model: LinearFit, slices: list[dict], tasks: Mapping[str, Mapping]) -> LinearFit:
+    """Least-squares fit of ``model`` for every task on ``slices`` (each ``image`` (3, H, W) in [0, 1]), pooling all
+    pixels of all slices; returns ``model`` with ``weight``/``bias`` set."""
+    if not slices:
+        raise ValueError("fit_linear: no training slices")
+    x = torch.stack([s["image"] for s in slices]).double()  # (N, 3, H, W)
+    for name in tasks:
+        t, c1, c2 = task_slots(name, tasks)
+        a = torch.stack([x[:, c1].flatten(), x[:, c2].flatten(), torch.ones_like(x[:, c1].flatten())], 1)
+        coef = torch.linalg.lstsq(a, x[:, t].flatten()[:, None]).solution[:, 0]
+        model.weight[t, c1], model.weight[t, c2], model.bias[t] = coef.float()
+    return model
+
+
+def load_guide(network: nn.Module, path, profile: str, features) -> nn.Module:
+    """The regressor behind the sampler's ``guide: regression`` start: ``path`` (an image-space weights file, e.g.
+    a ``unet_l1`` export) loaded into ``network`` (checked against ``profile``/``features``), in eval mode."""
+    from bundle.weights import load_weights
+
+    load_weights(path, network, {"profile": profile, "features": features})
+    return network.eval()

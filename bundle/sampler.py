@@ -4,9 +4,12 @@
 channel is ignored) to the synthesized target (B, 1, H, W) in [0, 1]:
 
 1. encode the conditions with the frozen VAE (``mu × scale_factor``) and the condition encoder — once;
-2. start from the guide sequence's latent noised to ``strength`` (SDEdit; ``strength=1`` = pure noise);
-3. DDIM steps with ε̃ = ε(∅,∅) + c_I1·[ε(c1,∅) − ε(∅,∅)] + c_I2·[ε(c1,c2) − ε(c1,∅)], the three predictions of
-   every slice in **one** batched forward pass per step;
+2. start from the guide's latent noised to ``strength`` (SDEdit; ``strength=1`` = pure noise). The guide is a
+   condition sequence (the paper: bSSFP), or with ``guide="regression"`` the prediction of an image-space
+   regressor ``guide_network`` (input as in ``bundle.regression.translation_inputs``);
+3. DDIM steps with ε̃ = ε(∅,∅) + c_I1·[ε(c1,∅) − ε(∅,∅)] + c_I2·[ε(c1,c2) − ε(c1,∅)], the predictions of
+   every slice in **one** batched forward pass per step. With c_I1 = c_I2 = c the ε(c1,∅) terms cancel
+   (ε̃ = ε(∅,∅) + c·[ε(c1,c2) − ε(∅,∅)]) and that branch is not computed (2 instead of 3 predictions a step);
 4. decode ``z / scale_factor``.
 With ``cache_interval`` k > 1 (DeepCache, ``bundle.deepcache``) only every k-th step runs the whole UNet; the steps
 in between reuse its deep features and run the full-resolution blocks alone (same number of steps, less work).
@@ -47,14 +50,18 @@ class CMRDiffSampler(Inferer):
         image_size: int | None = None,
         compile: bool = False,
         cache_interval: int = 1,
+        guide_network: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
         seqs = ("C0", "DE", "T2")
         if guide is None:  # bSSFP where it is a condition, else T2
             guide = "C0" if self.target != 0 else "T2"
-        if guide not in seqs or seqs.index(guide) == self.target:
-            raise ValueError(f"guide must be a condition sequence of task {task!r} (one of "
+        if guide == "regression":
+            if guide_network is None:
+                raise ValueError("guide 'regression' needs a guide_network (the regressor's weights: field `guide_weights`)")
+        elif guide not in seqs or seqs.index(guide) == self.target:
+            raise ValueError(f"guide must be 'regression' or a condition sequence of task {task!r} (one of "
                              f"{[seqs[self.c1], seqs[self.c2]]}), got {guide!r}")
         _check("guidance_scale_1", guidance_scale_1, lambda v: v >= 0, ">= 0")
         _check("guidance_scale_2", guidance_scale_2, lambda v: v >= 0, ">= 0")
@@ -65,7 +72,8 @@ class CMRDiffSampler(Inferer):
         if compile and cache_interval > 1:
             raise ValueError("compile and cache_interval > 1 cannot be combined: choose one")
         self.scheduler, self.autoencoder, self.scale_factor = scheduler, autoencoder, float(scale_factor)
-        self.guide = seqs.index(guide)
+        self.guide = "regression" if guide == "regression" else seqs.index(guide)
+        self.guide_network = guide_network
         self.steps, self.s1, self.s2 = int(num_inference_steps), float(guidance_scale_1), float(guidance_scale_2)
         self.strength, self.num_samples, self.seed, self.progress = float(strength), int(num_samples), seed, progress
         self.image_size, self.compile, self.cache_interval = image_size, bool(compile), int(cache_interval)
@@ -107,39 +115,57 @@ class CMRDiffSampler(Inferer):
         lc, h, w = mu.shape[1:]
         lat = mu.new_zeros(b, 3, lc, h, w)
         lat[:, conds] = mu.reshape(b, 2, lc, h, w)  # (B, 3, lc, h, w)
-        # the three guidance branches (c1,c2), (c1,∅), (∅,∅) as slot masks (3, 3)
+        # the guidance branches (c1,c2), (c1,∅), (∅,∅) as slot masks (k, 3); (c1,∅) only when c_I1 != c_I2
         keep = torch.zeros(3, 3, dtype=torch.bool, device=dev)
         keep[0, [self.c1, self.c2]] = True
         keep[1, self.c1] = True
-        keep = keep.repeat_interleave(b * n, 0)  # (3·B·N, 3), branch-major
-        lat_bn = lat.repeat_interleave(n, 0).repeat(3, 1, 1, 1, 1)  # (3·B·N, 3, lc, h, w)
+        if self.s1 == self.s2:
+            keep = keep[[0, 2]]
+        k = keep.shape[0]
+        keep = keep.repeat_interleave(b * n, 0)  # (k·B·N, 3), branch-major
+        lat_bn = lat.repeat_interleave(n, 0).repeat(k, 1, 1, 1, 1)  # (k·B·N, 3, lc, h, w)
         cond = (lat_bn * keep.view(-1, 3, 1, 1, 1)).reshape(-1, 3 * lc, h, w)
-        imgs = images.repeat_interleave(n, 0).repeat(3, 1, 1, 1)
+        imgs = images.repeat_interleave(n, 0).repeat(k, 1, 1, 1)
         context = net.context(imgs, keep)  # constant across steps: computed once
-        labels = torch.full((3 * b * n,), self.target, dtype=torch.long, device=dev)
+        labels = torch.full((k * b * n,), self.target, dtype=torch.long, device=dev)
         noise = torch.randn((b * n, lc, h, w), generator=g).to(dev)
         ts = self.timesteps()
         if self.strength >= 1.0:
             z = noise
         else:
-            guide = lat[:, self.guide].repeat_interleave(n, 0)
+            guide = self.guide_latent(images, lat).repeat_interleave(n, 0)
             z = self.scheduler.add_noise(guide, noise, ts[:1].to(dev).repeat(b * n))
         unet = self.denoiser(net)
         cached = DeepCacheUNet(net.unet) if self.cache_interval > 1 else None
         for i, t in enumerate(tqdm(ts, desc="sampling", disable=not self.progress, leave=False)):
-            tt = torch.full((3 * b * n,), int(t), dtype=torch.long, device=dev)
-            x_in = torch.cat([z.repeat(3, 1, 1, 1), cond], 1)
+            tt = torch.full((k * b * n,), int(t), dtype=torch.long, device=dev)
+            x_in = torch.cat([z.repeat(k, 1, 1, 1), cond], 1)
             if cached is None:
                 out = unet(x_in, tt, context=context, class_labels=labels)
             else:
                 out = cached(x_in, tt, context=context, class_labels=labels, full=i % self.cache_interval == 0)
-            e_full, e_c1, e_null = out.chunk(3)
-            eps = e_null + self.s1 * (e_c1 - e_null) + self.s2 * (e_full - e_c1)
+            if k == 2:
+                e_full, e_null = out.chunk(2)
+                eps = e_null + self.s1 * (e_full - e_null)
+            else:
+                e_full, e_c1, e_null = out.chunk(3)
+                eps = e_null + self.s1 * (e_c1 - e_null) + self.s2 * (e_full - e_c1)
             z, _ = self.scheduler.step(eps, int(t), z)
         x = self.autoencoder.decode_stage_2_outputs(z / self.scale_factor).clamp(0, 1)
         x = x.reshape(b, n, *x.shape[1:])
         std = x.std(1, unbiased=False) if n > 1 else None
         return x.mean(1), std
+
+    def guide_latent(self, images: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+        """The SDEdit start (B, lc, h, w) before noising: the guide sequence's latent from ``lat`` (B, 3, lc, h, w),
+        or the VAE latent of the regressor's prediction from condition ``images`` (B, 3, H, W)."""
+        if self.guide != "regression":
+            return lat[:, self.guide]
+        from bundle.regression import translation_inputs
+
+        target = torch.full((images.shape[0],), self.target, dtype=torch.long, device=images.device)
+        pred = self.guide_network(translation_inputs(images.float(), target)).clamp(0, 1)  # (B, 1, H, W)
+        return self.autoencoder.encode(pred)[0] * self.scale_factor
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
         """Slices (B, 3, H, W) -> (B, 1, H, W); or field-of-view volumes (B, 3, X, Y, S) -> (B, 1, X, Y, S):

@@ -72,12 +72,15 @@ def load_best(network: nn.Module, best_checkpoint: str | Path) -> None:
 
 
 def export_best(network: nn.Module, best_checkpoint: str | Path, path: str | Path, arch: dict[str, Any],
-                scale_factor: float | None = None) -> Path:
-    """Load the best training checkpoint into ``network`` and write it as shipped weights; the latent
-    ``scale_factor`` it was trained with is stored too (inference checks it against the autoencoder's);
-    image-space models have none."""
+                scale_factor: float | None = None, which: str = "best") -> Path:
+    """Write ``network`` as shipped weights: with ``which="best"`` after loading the best training checkpoint into
+    it, with ``which="last"`` as it is (the end of training). The latent ``scale_factor`` it was trained with is
+    stored too (inference checks it against the autoencoder's); image-space models have none."""
+    if which not in ("best", "last"):
+        raise ValueError(f"export_checkpoint must be 'best' or 'last', got {which!r}")
     net = network.module if hasattr(network, "module") else network
-    load_best(net, best_checkpoint)
+    if which == "best":
+        load_best(net, best_checkpoint)
     extra = {} if scale_factor is None else {"scale_factor": float(scale_factor)}
     return save_weights(path, net, arch, **extra)
 

@@ -5,8 +5,14 @@ split with the same evaluation workflow (configs/evaluate.yaml), written into do
     PYTHONPATH=. .venv/bin/python scripts/results.py --dataset_dir ../shared/data/myops2020 [--force] [--only KEY ...]
 
 Each (method, task) evaluation writes output/results/<method>/<task>/summary.json and is reused while it is newer
-than the weights it was made with (``--force`` reruns). A method whose weights are missing is listed as not trained
-(scripts/train_baselines.sh trains them).
+than the weights it was made with and was made by the same command (``--force`` reruns). A method whose weights are
+missing is listed as not trained (scripts/train_baselines.sh trains them). On the validation split it also writes
+``eval_metrics`` of configs/metadata.json from the CMRDiff row and the stage-1 reconstruction scores.
+
+The tuning-fold table (models trained on `train_tune`, scored on `tune`; between ``<!-- tune:begin -->`` markers):
+
+    PYTHONPATH=. .venv/bin/python scripts/results.py --split tune \\
+        --set models_dir=output/tune/models guide_weights=output/tune/baselines/unet_l1_cpu_any.pt
 """
 
 from __future__ import annotations
@@ -28,50 +34,95 @@ B = "configs/baselines/"
 TASKS = ("lge", "t2", "bssfp")
 COLS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("myo_psnr", "myo PSNR", 2), ("myo_ssim", "myo SSIM", 3))
 
-# key: (row label, config files added to configs/evaluate.yaml's, extra command-line args); weights: weights_of()
+# key: (row name, config files added to configs/evaluate.yaml's, extra command-line args). The row label is the
+# name plus the knobs the row ran with, read from the configs (and the extra args), not typed here.
 METHODS: dict[str, tuple[str, list[str], list[str]]] = {
-    "cmrdiff": ("**CMRDiff** (shipped weights, defaults)", [], []),
-    "cmrdiff_n4": ("CMRDiff, mean of 4 samples", [], ["--num_samples", "4"]),
-    "cmrdiff_nocache": ("CMRDiff without DeepCache (`--cache_interval 1`)", [], ["--cache_interval", "1"]),
-    "cmrdiff_scratch": ("CMRDiff trained like the ablation (from scratch, 300 epochs)", [B + "latent.yaml"], []),
-    "no_heatmap": ("ablation: no heatmap loss (λ = 0; from scratch, 300 epochs)",
-                   [B + "latent.yaml", B + "no_heatmap.yaml"], []),
-    "no_guided_synthesis": ("ablation: no guided synthesis (strength 1)", [B + "no_guided_synthesis.yaml"], []),
-    "single_scale_cfg": ("ablation: single-scale CFG (c_I2 = c_I1)", [B + "single_scale_cfg.yaml"], []),
-    "ldm_plain": ("ldm_plain (450 epochs; v0.2.0 VAE†)", [B + "latent.yaml", B + "ldm_plain.yaml"], []),
+    "cmrdiff": ("**CMRDiff** (shipped weights and defaults)", [], []),
+    "cmrdiff_1sample": ("CMRDiff, one sample", [], ["--num_samples", "1"]),
+    "cmrdiff_paper_start": ("CMRDiff, the paper's start (guide sequence)", [], ["--guide", "None"]),
+    "cmrdiff_paper": ("CMRDiff, v0.3.0 sampler settings", [],
+                      ["--guide", "None", "--num_samples", "1", "--guidance_scale_1", "6.0", "--guidance_scale_2", "6.0",
+                       "--strength", "0.75"]),
+    "no_guided_synthesis": ("ablation: no guided synthesis", [B + "no_guided_synthesis.yaml"], []),
+    "ldm_plain": ("ldm_plain", [B + "latent.yaml", B + "ldm_plain.yaml"], []),
     "unet_l1": ("unet_l1", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
     "pix2pix": ("pix2pix", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
+    "linear": ("linear fit a·c1 + b·c2 + c", [B + "image.yaml", B + "evaluate_image.yaml", B + "linear.yaml"], []),
     "copy": ("copy the guide condition unchanged", [], []),
 }
+SAMPLER_KNOBS = ("guide", "guidance_scale_1", "guidance_scale_2", "strength", "num_samples", "num_inference_steps",
+                 "cache_interval")
+SHORT = {"guidance_scale_1": "c_I1", "guidance_scale_2": "c_I2", "num_samples": "N", "num_inference_steps": "steps",
+         "cache_interval": "DeepCache k"}
 
 
-def weights_of(key: str, baselines_dir: Path, profile: str) -> Path | None:
-    """The weights file a method is evaluated with (None for the copy reference)."""
+def knobs(key: str, overrides: list[str]) -> dict:
+    """The sampler knobs a row runs with: the merged configs' values, then the row's command-line args."""
+    from monai.bundle import ConfigParser
+
+    _, files, extra = METHODS[key]
+    p = ConfigParser()
+    p.read_config([str(ROOT / f) for f in EVAL + files])
+    vals = {k: p.get_parsed_content(k) for k in SAMPLER_KNOBS}
+    args = extra + overrides
+    for i in range(0, len(args) - 1):
+        if args[i].startswith("--") and args[i][2:] in vals:
+            vals[args[i][2:]] = None if args[i + 1] == "None" else type(vals[args[i][2:]] or "")(args[i + 1])
+    if vals["guide"] is None:
+        vals["guide"] = "bSSFP (T2 for bssfp)"
+    return vals
+
+
+def label(key: str, overrides: list[str]) -> str:
+    name = METHODS[key][0]
+    if key in ("unet_l1", "pix2pix", "linear", "copy"):
+        return name
+    k = knobs(key, overrides)
+    return f"{name}: " + ", ".join(f"{SHORT.get(n, n)} {v}" for n, v in k.items())
+
+
+def weights_of(key: str, args) -> list[Path]:
+    """The weights files a method is evaluated with (none for the copy reference)."""
     if key == "copy":
-        return None
-    if key in ("no_heatmap", "ldm_plain", "unet_l1", "pix2pix"):
-        return baselines_dir / f"{key}_{profile}_any.pt"
-    if key == "cmrdiff_scratch":
-        return baselines_dir / f"cmrdiff_{profile}_any.pt"
-    return ROOT / "models" / f"diffusion_{profile}_any.pt"
+        return []
+    if key in ("ldm_plain", "unet_l1", "pix2pix", "linear"):
+        return [args.baselines_dir / f"{key}_{args.profile}_any.pt"]
+    models = Path(dict(kv.split("=", 1) for kv in args.set).get("models_dir", ROOT / "models"))
+    files = [models / f"diffusion_{args.profile}_any.pt"]
+    if knobs(key, setargs(args))["guide"] == "regression":
+        files.append(Path(dict(kv.split("=", 1) for kv in args.set).get("guide_weights",
+                                                                          models / f"guide_{args.profile}_any.pt")))
+    return files
+
+
+def setargs(args) -> list[str]:
+    out = []
+    for kv in args.set:
+        k, v = kv.split("=", 1)
+        out += [f"--{k}", v]
+    return out
 
 
 def evaluate(key: str, task: str, args, out: Path) -> dict:
-    summary = out / "summary.json"
-    w = weights_of(key, args.baselines_dir, args.profile)
-    if summary.is_file() and not args.force and (w is None or summary.stat().st_mtime > w.stat().st_mtime):
-        return json.loads(summary.read_text())
+    summary, stamp = out / "summary.json", out / "command.txt"
+    ws = weights_of(key, args)
     if key == "copy":
         return copy_guide(task, args, out)
-    label, files, extra = METHODS[key]
+    label_, files, extra = METHODS[key]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(EVAL + files), "--task", task,
-           "--dataset_dir", str(args.dataset_dir), "--split", "validation", "--output_dir", str(out),
-           "--profile", args.profile, "--baselines_dir", str(args.baselines_dir), *extra]
-    print("$", " ".join(cmd[1:]), flush=True)
+           "--dataset_dir", str(args.dataset_dir), "--split", args.split, "--output_dir", str(out),
+           "--profile", args.profile, "--baselines_dir", str(args.baselines_dir), *extra, *setargs(args)]
+    line = " ".join(cmd[1:])
+    fresh = summary.is_file() and stamp.is_file() and stamp.read_text() == line and \
+        all(summary.stat().st_mtime > w.stat().st_mtime for w in ws)
+    if fresh and not args.force:
+        return json.loads(summary.read_text())
+    print("$", line, flush=True)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"error: {key}/{task} failed:\n{proc.stderr[-3000:]}")
+    stamp.write_text(line)
     print(f"  {key}/{task}: {time.time() - t0:.0f} s", flush=True)
     return json.loads(summary.read_text())
 
@@ -85,7 +136,7 @@ def copy_guide(task: str, args, out: Path) -> dict:
     p.read_config(str(ROOT / "configs/common.yaml"))
     spec = p["tasks"][task]
     guide = "C0" if spec["target"] != "C0" else "T2"
-    d = {"task": task, "copy": guide, **copy_scores(args.dataset_dir, spec["target"], guide)}
+    d = {"task": task, "copy": guide, **copy_scores(args.dataset_dir, spec["target"], guide, args.split)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(d, indent=2))
     return d
@@ -107,14 +158,14 @@ def copy_scores(dataset_dir: Path, target: str, source: str, split: str = "valid
     vt = p.get_parsed_content("volume_transforms")
     t, c = SEQUENCES.index(target), SEQUENCES.index(source)
     rows = []
-    for case in discover_cases(dataset_dir, split, p["validation_ids"], require_label=True):
+    for case in discover_cases(dataset_dir, split, p["validation_ids"], require_label=True, tuning_ids=p["tuning_ids"]):
         v = vt(case)
         rows += [slice_metrics(v["image"][c, ..., s], v["image"][t, ..., s], v["mask"][0, ..., s])
                  for s in range(v["image"].shape[-1])]
     return {"slices": len(rows), "over_slices": {k: summary_stats([r[k] for r in rows]) for k in COLUMNS}}
 
 
-def table(results: dict[str, dict[str, dict]]) -> str:
+def table(results: dict[str, dict[str, dict]], labels: dict[str, str]) -> str:
     head = "| method | " + " | ".join(f"{t} {c}" for t in TASKS for _, c, _ in COLS) + " |"
     lines = [head, "|---" * (1 + len(TASKS) * len(COLS)) + "|"]
     best = {}
@@ -132,43 +183,87 @@ def table(results: dict[str, dict[str, dict]]) -> str:
                 s = per_task[t]["over_slices"][k]
                 cell = f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
                 cells.append(f"**{cell}**" if np.isclose(s["mean"], best[t, k]) else cell)
-        lines.append(f"| {METHODS[key][0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {labels[key]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def autoencoder_scores(args) -> dict:
+    """Stage-1 reconstruction PSNR/SSIM per sequence on the split (configs/inference_autoencoder.yaml)."""
+    out = args.output_dir / "autoencoder"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+           str(["configs/common.yaml", "configs/inference_autoencoder.yaml"]), "--dataset_dir", str(args.dataset_dir),
+           "--split", args.split, "--output_dir", str(out), "--profile", args.profile]
+    ae = ROOT / "models" / f"autoencoder_{args.profile}.pt"
+    done = all((out / f"{s}_summary.json").is_file() and (out / f"{s}_summary.json").stat().st_mtime > ae.stat().st_mtime
+               for s in ("C0", "DE", "T2"))
+    if not done or args.force:
+        print("$", " ".join(cmd[1:]), flush=True)
+        proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"error: autoencoder evaluation failed:\n{proc.stderr[-3000:]}")
+    return {s: json.loads((out / f"{s}_summary.json").read_text())["over_slices"] for s in ("C0", "DE", "T2")}
+
+
+def write_metadata(path: Path, cmrdiff: dict[str, dict], ae: dict[str, dict], row_label: str, split: str) -> None:
+    """configs/metadata.json ``eval_metrics`` from the CMRDiff row and the stage-1 scores (never typed by hand)."""
+    meta = json.loads(path.read_text())
+    em: dict = {"note": f"MyoPS 2020 {split} split, 256x256 FOV, mean over slices; generated by `make results` "
+                        f"(scripts/results.py); synthesis row: {row_label.replace('**', '')}"}
+    for t in TASKS:
+        o = cmrdiff[t]["over_slices"]
+        em.update({f"{k}_{t}": round(o[k]["mean"], 3 if "ssim" in k else 2) for k, _, _ in COLS})
+    em.update({f"autoencoder_psnr_{s}": round(ae[s]["psnr"]["mean"], 2) for s in ae})
+    em.update({f"autoencoder_ssim_{s}": round(ae[s]["ssim"]["mean"], 3) for s in ae})
+    meta["eval_metrics"] = em
+    path.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset_dir", type=Path, default=Path(os.environ.get("MYOPS_DIR", ROOT.parent / "shared/data/myops2020")))
-    ap.add_argument("--output_dir", type=Path, default=ROOT / "output" / "results")
-    ap.add_argument("--baselines_dir", type=Path, default=ROOT / "output" / "baselines")
+    ap.add_argument("--split", default="validation", choices=["validation", "tune"])
+    ap.add_argument("--output_dir", type=Path, default=None, help="default output/results (output/results_tune)")
+    ap.add_argument("--baselines_dir", type=Path, default=None, help="default output/baselines (output/tune/baselines)")
+    ap.add_argument("--set", nargs="*", default=[], help="extra overrides key=value for every CMRDiff row "
+                    "(e.g. models_dir=output/tune/models guide_weights=...)")
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--only", nargs="*", choices=sorted(METHODS), help="evaluate only these methods")
     ap.add_argument("--force", action="store_true", help="rerun evaluations even when a newer summary exists")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     args = ap.parse_args()
-    if not (args.dataset_dir / "test20").is_dir():
-        raise SystemExit(f"error: {args.dataset_dir} has no test20/ folder (the validation split); "
-                         "pass --dataset_dir or set MYOPS_DIR")
+    tune = args.split == "tune"
+    args.output_dir = args.output_dir or ROOT / "output" / ("results_tune" if tune else "results")
+    args.baselines_dir = args.baselines_dir or ROOT / "output" / ("tune/baselines" if tune else "baselines")
+    if not (args.dataset_dir / ("train25" if tune else "test20")).is_dir():
+        raise SystemExit(f"error: {args.dataset_dir} has no {'train25' if tune else 'test20'}/ folder (the {args.split} "
+                         "split); pass --dataset_dir or set MYOPS_DIR")
     results: dict[str, dict[str, dict]] = {}
+    labels = {key: label(key, setargs(args)) for key in (args.only or METHODS)}
     for key in args.only or METHODS:
-        w = weights_of(key, args.baselines_dir, args.profile)
-        if w is not None and not w.is_file():
-            print(f"{key}: no weights at {w} (scripts/train_baselines.sh {key}) - listed as not trained")
+        missing = [w for w in weights_of(key, args) if not w.is_file()]
+        if missing:
+            print(f"{key}: no weights at {missing[0]} (scripts/train_baselines.sh {key}) - listed as not trained")
             results[key] = {}
             continue
         results[key] = {t: evaluate(key, t, args, args.output_dir / key / t) for t in TASKS}
-    md = table(results)
-    (args.output_dir / "table.md").parent.mkdir(parents=True, exist_ok=True)
+    md = table(results, labels)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "table.md").write_text(md + "\n")
     print(md)
     if args.only:
         return  # a partial table is not written into the docs
+    marker = "tune" if tune else "results"
     doc = args.doc.read_text()
-    block = f"<!-- results:begin -->\n{md}\n<!-- results:end -->"
-    if "<!-- results:begin -->" not in doc:
-        raise SystemExit(f"error: {args.doc} has no <!-- results:begin --> / <!-- results:end --> markers")
-    args.doc.write_text(re.sub(r"<!-- results:begin -->.*?<!-- results:end -->", lambda _: block, doc, flags=re.S))
+    block = f"<!-- {marker}:begin -->\n{md}\n<!-- {marker}:end -->"
+    if f"<!-- {marker}:begin -->" not in doc:
+        raise SystemExit(f"error: {args.doc} has no <!-- {marker}:begin --> / <!-- {marker}:end --> markers")
+    doc = re.sub(rf"<!-- {marker}:begin -->.*?<!-- {marker}:end -->", lambda _: block, doc, flags=re.S)
+    args.doc.write_text(doc)
     print("wrote the table into", args.doc)
+    if not tune and results.get("cmrdiff"):
+        write_metadata(ROOT / "configs" / "metadata.json", results["cmrdiff"], autoencoder_scores(args),
+                       labels["cmrdiff"], args.split)
+        print("wrote eval_metrics into configs/metadata.json")
 
 
 if __name__ == "__main__":

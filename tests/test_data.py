@@ -137,3 +137,17 @@ def test_map_fov_slices_shapes_and_round_trip():
     torch.testing.assert_close(map_fov_slices(lambda x: (x[:, :1],), const, 8)[0], const[:, :1])
     with pytest.raises(ValueError, match="volumes"):
         map_fov_slices(fn, torch.rand(3, 16, 16, 5))
+
+
+def test_tuning_fold_splits(phantom_dir):
+    """`tune` = the training cases in tuning_ids, `train_tune` = the others; together they are `train`."""
+    tune = discover_cases(phantom_dir, "tune", VAL_IDS, tuning_ids=[102])
+    rest = discover_cases(phantom_dir, "train_tune", VAL_IDS, tuning_ids=[102])
+    assert _names(tune) == ["myops_training_102"]
+    assert _names(rest) == ["myops_training_101", "myops_training_103"]
+    assert sorted(_names(tune) + _names(rest)) == _names(discover_cases(phantom_dir, "train", VAL_IDS))
+    assert all("gd" in c for c in tune)
+    with pytest.raises(DataError, match="tuning_ids"):
+        discover_cases(phantom_dir, "tune", VAL_IDS)
+    with pytest.raises(DataError, match=r"tuning ids \[999\]"):
+        discover_cases(phantom_dir, "tune", VAL_IDS, tuning_ids=[999])

@@ -111,3 +111,24 @@ def test_volume_inferer_shapes_and_task(task, slot):
     assert TranslationVolumeInferer(task, TASKS)(torch.rand(2, 3, 16, 16), net).shape == (2, 1, 16, 16)
     with pytest.raises(ValueError, match="volumes"):
         TranslationVolumeInferer(task, TASKS)(torch.rand(1, 2, 16, 16, 3), net)
+
+
+def test_linear_fit_recovers_per_task_coefficients():
+    """Slices built so that each sequence is an exact linear function of the two others' sum: the fit finds the
+    coefficients, ignores the target's own channel, and predicts the target exactly."""
+    from bundle.regression import LinearFit, fit_linear
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(6, 1, 16, 16, generator=g), torch.rand(6, 1, 16, 16, generator=g)
+    de = 0.3 * a + 0.5 * b + 0.1  # DE from C0 (= a) and T2 (= b): the lge task is exact
+    slices = [{"image": torch.cat([a[i], de[i], b[i]])} for i in range(6)]
+    model = fit_linear(LinearFit(), slices, TASKS)
+    assert torch.allclose(model.weight[1], torch.tensor([0.3, 0.0, 0.5]), atol=1e-4)
+    assert model.bias[1].item() == pytest.approx(0.1, abs=1e-4)
+    x = torch.stack([s["image"] for s in slices])
+    pred = model(translation_inputs(x, torch.full((6,), 1)))
+    assert pred.shape == (6, 1, 16, 16) and torch.allclose(pred[:, 0], x[:, 1], atol=1e-4)
+    # another task uses its own row: t2 from C0 and DE is not the lge mapping
+    assert not torch.allclose(model(translation_inputs(x, torch.full((6,), 2))), pred, atol=1e-3)
+    with pytest.raises(ValueError, match="no training slices"):
+        fit_linear(LinearFit(), [], TASKS)

@@ -178,25 +178,67 @@ def test_unit_guidance_is_conditional_prediction(tiny, task):
     assert not torch.allclose(out, guided, atol=1e-3)
 
 
-@pytest.mark.parametrize("steps,strength,expected", [(10, 1.0, 10), (10, 0.45, 4), (8, 0.5, 4), (10, 0.05, 1)])
-def test_strength_runs_fewer_steps(tiny, steps, strength, expected):
-    """One batched forward (3·B rows) per step, int(steps·strength) steps: the last ones of the schedule."""
+@pytest.mark.parametrize("steps,strength,expected,scales,rows", [
+    (10, 1.0, 10, (1.5, 2.0), 3), (10, 0.45, 4, (1.5, 2.0), 3), (8, 0.5, 4, (2.0, 2.0), 2), (10, 0.05, 1, (2.0, 2.0), 2)])
+def test_strength_runs_fewer_steps(tiny, steps, strength, expected, scales, rows):
+    """One batched forward per step (3·B rows; 2·B when c_I1 = c_I2, the (c1,∅) branch cancels),
+    int(steps·strength) steps: the last ones of the schedule."""
     net = tiny[0]
     b = 2
     calls = []
     h = net.register_forward_hook(lambda m, a, o: calls.append((a[0].shape[0], a[1].clone())))
     try:
-        s = _sampler(tiny, num_inference_steps=steps, strength=strength)
+        s = _sampler(tiny, num_inference_steps=steps, strength=strength, guidance_scale_1=scales[0],
+                     guidance_scale_2=scales[1])
         out = s(_images(b), net)
     finally:
         h.remove()
     assert out.shape == (b, 1, 64, 64)
     assert len(calls) == expected
-    assert all(n == 3 * b for n, _ in calls)
+    assert all(n == rows * b for n, _ in calls)
     sched = _scheduler(tiny[2])
     sched.set_timesteps(steps)
     ran = [int(t[0]) for _, t in calls]
     assert ran == [int(t) for t in sched.timesteps[steps - expected :]]
+
+
+def test_equal_scales_skip_the_cancelled_branch(tiny):
+    """c_I1 = c_I2 = 2.5 on two branches equals the three-branch formula computed separately."""
+    x = _images(2, seed=4)
+    out = _sampler(tiny, strength=1.0, seed=3, guidance_scale_1=2.5, guidance_scale_2=2.5)(x, tiny[0])
+    ref = _reference(tiny, x, "lge", STEPS, 2.5, 2.5, seed=3)
+    assert torch.allclose(out, ref, atol=1e-4), (out - ref).abs().max()
+
+
+class _ConstantRegressor(torch.nn.Module):
+    """A stand-in image-space regressor: predicts ``value`` everywhere and records its inputs."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value, self.inputs = value, []
+
+    def forward(self, x):
+        self.inputs.append(x)
+        return torch.full_like(x[:, :1], self.value)
+
+
+def test_regression_guide_starts_from_the_regressor(tiny):
+    """guide='regression': the start is the VAE latent of the regressor's prediction (given the conditions and the
+    target one-hot); a different prediction gives a different synthesis, and the result equals an explicit start."""
+    x = _images(2, seed=6)
+    reg_a, reg_b = _ConstantRegressor(0.2), _ConstantRegressor(0.8)
+    kw = dict(strength=0.5, guide="regression", guidance_scale_1=0, guidance_scale_2=0)
+    a = _sampler(tiny, guide_network=reg_a, **kw)(x, tiny[0])
+    b = _sampler(tiny, guide_network=reg_b, **kw)(x, tiny[0])
+    assert not torch.allclose(a, b, atol=1e-4)
+    inp = reg_a.inputs[0]
+    assert inp.shape == (2, 6, 64, 64) and (inp[:, 1] == 0).all() and (inp[:, 4] == 1).all()  # lge: DE zeroed
+    s = _sampler(tiny, guide_network=reg_a, **kw)
+    _, ae, _ = tiny
+    lat = torch.zeros(2, 3, 1, 1, 1)
+    assert torch.allclose(s.guide_latent(x, lat), ae.encode(torch.full((2, 1, 64, 64), 0.2))[0] * SCALE, atol=1e-6)
+    with pytest.raises(ValueError, match="guide_network"):
+        _sampler(tiny, guide="regression")
 
 
 def test_strength_below_one_starts_from_guide(tiny):
