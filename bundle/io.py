@@ -98,6 +98,17 @@ class SaveSynthesisd(MapTransform):
         self.output_dir, self.target, self.conditions = Path(output_dir), target, list(conditions)
         self.inferer, self.preview, self.suffix, self.pred_channel = inferer, preview, suffix, pred_channel
         self.written: list[Path] = []
+        self._unc: tuple[object, int] = (None, 0)  # (the inferer's current uncertainty batch, next item in it)
+
+    def _uncertainty(self) -> np.ndarray | None:
+        """This item's (X, Y, S) slice of the inferer's ``uncertainty_volume`` (B, 1, X, Y, S): post-processing
+        runs once per item of a batch, in order, so the k-th call since the batch changed takes item k."""
+        unc = getattr(self.inferer, "uncertainty_volume", None)
+        if unc is None:
+            return None
+        k = self._unc[1] if self._unc[0] is unc else 0
+        self._unc = (unc, k + 1)  # holds the batch: a new batch is a new object (its id is never reused meanwhile)
+        return unc[min(k, unc.shape[0] - 1), 0].float().cpu().numpy()
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
@@ -108,9 +119,8 @@ class SaveSynthesisd(MapTransform):
         pred = torch.as_tensor(d["pred"]).detach().float().cpu().numpy()[self.pred_channel]
         out = self.output_dir / f"{case}_{self.target}_{self.suffix}.nii.gz"
         self.written.append(save_nifti_like(paste_fov(pred, native), ref, out, inputs))
-        unc = getattr(self.inferer, "uncertainty_volume", None)
-        if unc is not None:
-            u = unc[0, 0].float().cpu().numpy()
+        u = self._uncertainty()
+        if u is not None:
             self.written.append(save_nifti_like(paste_fov(u, native), ref, self.output_dir /
                                                 f"{case}_{self.target}_uncertainty.nii.gz", inputs))
         if self.preview:

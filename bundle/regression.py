@@ -137,3 +137,19 @@ def load_guide(network: nn.Module, path, profile: str, features) -> nn.Module:
 
     load_weights(path, network, {"profile": profile, "features": features})
     return network.eval()
+
+
+class CopyInferer(Inferer):
+    """The trivial reference: condition sequence ``source`` (C0, DE or T2) copied unchanged as the synthesis:
+    (B, 3, ...) -> (B, 1, ...), any spatial size; no network."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        from bundle.data import SEQUENCES
+
+        if source not in SEQUENCES:
+            raise ValueError(f"copy source must be one of {SEQUENCES}, got {source!r}")
+        self.channel = SEQUENCES.index(source)
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module | None = None, *args, **kwargs) -> torch.Tensor:
+        return inputs[:, self.channel : self.channel + 1].float().clone()

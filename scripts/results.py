@@ -48,7 +48,7 @@ METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "unet_l1": ("unet_l1", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
     "pix2pix": ("pix2pix", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
     "linear": ("linear fit a·c1 + b·c2 + c", [B + "image.yaml", B + "evaluate_image.yaml", B + "linear.yaml"], []),
-    "copy": ("copy the guide condition unchanged", [], []),
+    "copy": ("copy the guide condition unchanged", [B + "copy.yaml"], []),
 }
 SAMPLER_KNOBS = ("guide", "guidance_scale_1", "guidance_scale_2", "strength", "num_samples", "num_inference_steps",
                  "cache_interval")
@@ -106,8 +106,6 @@ def setargs(args) -> list[str]:
 def evaluate(key: str, task: str, args, out: Path) -> dict:
     summary, stamp = out / "summary.json", out / "command.txt"
     ws = weights_of(key, args)
-    if key == "copy":
-        return copy_guide(task, args, out)
     label_, files, extra = METHODS[key]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(EVAL + files), "--task", task,
            "--dataset_dir", str(args.dataset_dir), "--split", args.split, "--output_dir", str(out),
@@ -125,21 +123,6 @@ def evaluate(key: str, task: str, args, out: Path) -> dict:
     stamp.write_text(line)
     print(f"  {key}/{task}: {time.time() - t0:.0f} s", flush=True)
     return json.loads(summary.read_text())
-
-
-def copy_guide(task: str, args, out: Path) -> dict:
-    """The trivial reference: the sampler's default guide sequence (bSSFP, or T2 for the bssfp task) copied as
-    the synthesis, scored with the same metric code."""
-    from monai.bundle import ConfigParser
-
-    p = ConfigParser()
-    p.read_config(str(ROOT / "configs/common.yaml"))
-    spec = p["tasks"][task]
-    guide = "C0" if spec["target"] != "C0" else "T2"
-    d = {"task": task, "copy": guide, **copy_scores(args.dataset_dir, spec["target"], guide, args.split)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(d, indent=2))
-    return d
 
 
 def copy_scores(dataset_dir: Path, target: str, source: str, split: str = "validation") -> dict:
@@ -185,6 +168,43 @@ def table(results: dict[str, dict[str, dict]], labels: dict[str, str]) -> str:
                 cells.append(f"**{cell}**" if np.isclose(s["mean"], best[t, k]) else cell)
         lines.append(f"| {labels[key]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# the clinical/realism columns (bundle/clinical.py, docs/clinical_metrics.md): (label, key in summary["clinical"]
+# ["over_slices"], digits); lesion columns only for the lge and t2 read-outs
+CLIN_LESION = (("CR rel. error", "cr_rel_error", 2), ("Dice n-SD synth", "dice_nsd_synth", 2),
+               ("Dice n-SD real", "dice_nsd_real", 2), ("Dice FWHM synth", "dice_fwhm_synth", 2),
+               ("Dice FWHM real", "dice_fwhm_real", 2))
+CLIN_REALISM = (("HF power ratio", "hf_ratio", 2), ("gradient ratio", "grad_ratio", 2),
+                ("uncertainty ρ", "unc_spearman", 2))
+
+
+def clinical_tables(results: dict[str, dict[str, dict]], labels: dict[str, str]) -> str:
+    """Per task: the lesion read-out (lge, t2) and realism columns of every evaluated method, mean over slices."""
+    out = []
+    for t in TASKS:
+        rows = {k: r[t]["clinical"] for k, r in results.items() if r.get(t) and "clinical" in r[t]}
+        if not rows:
+            continue
+        first = next(iter(rows.values()))
+        lesion = first.get("readout") is not None
+        cols = (CLIN_LESION if lesion else ()) + CLIN_REALISM
+        head = [c for c, _, _ in cols] + (["burden R n-SD", "burden bias n-SD [LoA] (%)", "burden R FWHM"]
+                                          if lesion else [])
+        what = (f"{first['readout']} read-out, lesion labels {first.get('lesion_labels')}, "
+                f"{first.get('slices_with_lesion')} slices with lesion / {first.get('slices_without_lesion')} without"
+                if lesion else "no lesion read-out for bSSFP")
+        out += [f"**{t}** ({what}):", "", "| method | " + " | ".join(head) + " |", "|---" * (1 + len(head)) + "|"]
+        for k, c in rows.items():
+            o = c["over_slices"]
+            cells = [f"{o[key]['mean']:.{d}f}" if o.get(key) and o[key]["n"] else "–" for _, key, d in cols]
+            if lesion:
+                ba, bf = c["burden_agreement"]["nsd"], c["burden_agreement"]["fwhm"]
+                cells += [f"{ba['r']:.2f}", f"{ba['bias']:+.1f} [{ba['loa_low']:+.1f}, {ba['loa_high']:+.1f}]",
+                          f"{bf['r']:.2f}"]
+            out.append(f"| {labels[k]} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out).replace("nan", "–")
 
 
 def autoencoder_scores(args) -> dict:
@@ -247,17 +267,20 @@ def main() -> None:
             continue
         results[key] = {t: evaluate(key, t, args, args.output_dir / key / t) for t in TASKS}
     md = table(results, labels)
+    clin = clinical_tables(results, labels)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "table.md").write_text(md + "\n")
+    (args.output_dir / "clinical.md").write_text(clin + "\n")
     print(md)
+    print(clin)
     if args.only:
         return  # a partial table is not written into the docs
-    marker = "tune" if tune else "results"
     doc = args.doc.read_text()
-    block = f"<!-- {marker}:begin -->\n{md}\n<!-- {marker}:end -->"
-    if f"<!-- {marker}:begin -->" not in doc:
-        raise SystemExit(f"error: {args.doc} has no <!-- {marker}:begin --> / <!-- {marker}:end --> markers")
-    doc = re.sub(rf"<!-- {marker}:begin -->.*?<!-- {marker}:end -->", lambda _: block, doc, flags=re.S)
+    for marker, text in (("tune" if tune else "results", md), ("clinical_tune" if tune else "clinical", clin)):
+        block = f"<!-- {marker}:begin -->\n{text}\n<!-- {marker}:end -->"
+        if f"<!-- {marker}:begin -->" not in doc:
+            raise SystemExit(f"error: {args.doc} has no <!-- {marker}:begin --> / <!-- {marker}:end --> markers")
+        doc = re.sub(rf"<!-- {marker}:begin -->.*?<!-- {marker}:end -->", lambda _: block, doc, flags=re.S)
     args.doc.write_text(doc)
     print("wrote the table into", args.doc)
     if not tune and results.get("cmrdiff"):

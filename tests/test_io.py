@@ -146,3 +146,28 @@ def test_save_png(tmp_path):
     assert ramp[-1, 0] == 0 and ramp[0, -1] == 255
     assert (np.diff(ramp, axis=1) >= 0).all() and (np.diff(ramp, axis=0) <= 0).all()
     assert arr[14:, 80:].min() == 255  # values > 1 clipped to white
+
+
+def test_uncertainty_follows_the_batch_item(tmp_path):
+    """Batch of 2: each case gets its own slice of the inferer's uncertainty_volume, not item 0's."""
+    import types
+
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from bundle.io import SaveSynthesisd
+
+    shape = (8, 8, 2)
+    paths = {}
+    for case in ("a", "b"):
+        p = tmp_path / f"{case}_C0.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), p)
+        paths[case] = p
+    inferer = types.SimpleNamespace(uncertainty_volume=torch.stack([torch.full((1, 8, 8, 2), 0.1),
+                                                                    torch.full((1, 8, 8, 2), 0.7)]))
+    save = SaveSynthesisd(tmp_path / "out", "DE", ["C0", "T2"], inferer=inferer, preview=False)
+    for case in ("a", "b"):
+        save({"case": case, "C0_path": paths[case], "pred": torch.zeros(1, 8, 8, 2)})
+    got = [nib.load(tmp_path / "out" / f"{c}_DE_uncertainty.nii.gz").get_fdata() for c in ("a", "b")]
+    assert got[0].max() == pytest.approx(0.1) and got[1].max() == pytest.approx(0.7)
