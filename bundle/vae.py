@@ -125,7 +125,7 @@ def compute_scale_factor(autoencoder: nn.Module, batches: Iterable, device: torc
 
 
 def export_autoencoder(autoencoder: nn.Module, best_checkpoint: str, slices: list[dict], path: str,
-                       arch: dict, device: torch.device | str = "cpu") -> str:
+                       arch: dict, device: torch.device | str = "cpu", overwrite_shipped: bool = False) -> str:
     """Load the best checkpoint, compute the latent scale factor on the (unaugmented) training ``slices``
     ((3, H, W) images) and write the shipped weights file with the factor stored in it."""
     from monai.data import DataLoader
@@ -135,5 +135,5 @@ def export_autoencoder(autoencoder: nn.Module, best_checkpoint: str, slices: lis
 
     load_best(autoencoder, best_checkpoint)
     scale = compute_scale_factor(autoencoder, DataLoader(per_sequence(slices), batch_size=32), device)
-    save_weights(path, autoencoder, arch, scale_factor=scale)
+    save_weights(path, autoencoder, arch, overwrite_shipped=overwrite_shipped, scale_factor=scale)
     return f"{path} (scale_factor={scale:.4f})"

@@ -20,9 +20,50 @@ class WeightsError(ValueError):
     """Missing, corrupt or mismatching weights; the message names the file."""
 
 
-def save_weights(path: str | Path, network: nn.Module, arch: dict[str, Any], **extra: Any) -> Path:
-    """Write ``network``'s weights with its ``arch`` description to ``path`` atomically (temp file + rename)."""
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shipped_files(root: str | Path = REPO_ROOT) -> set[Path]:
+    """The shipped weights: every ``path`` listed in ``<root>/large_files.yml`` (resolved)."""
+    import yaml
+
+    listing = Path(root) / "large_files.yml"
+    if not listing.is_file():
+        return set()
+    entries = (yaml.safe_load(listing.read_text()) or {}).get("large_files", [])
+    return {(Path(root) / e["path"]).resolve() for e in entries if "path" in e}
+
+
+def guard_shipped(path: str | Path, overwrite_shipped: bool = False, backup: bool = True) -> None:
+    """Refuse to replace a shipped weights file (``large_files.yml``) unless ``overwrite_shipped``; with it, the old
+    file is moved to ``<name>.bak`` (an older backup is replaced) when ``backup``. Training calls it with
+    ``backup=False`` at its start (refuse before hours of work, not after) and ``save_weights`` before writing."""
     path = Path(path)
+    if path.resolve() not in shipped_files() or not path.exists():
+        return
+    if not overwrite_shipped:
+        raise WeightsError(f"refusing to replace the shipped weights {path} (listed in large_files.yml): export "
+                           "elsewhere (--export_dir, default <output_dir>/models) or pass --overwrite_shipped true "
+                           "(keeps the old file as .bak)")
+    if backup:
+        bak = path.with_name(path.name + ".bak")
+        bak.unlink(missing_ok=True)
+        path.rename(bak)
+        print(f"kept the replaced shipped weights as {bak}")
+
+
+def file_md5(path: str | Path) -> str:
+    import hashlib
+
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def save_weights(path: str | Path, network: nn.Module, arch: dict[str, Any], overwrite_shipped: bool = False,
+                 **extra: Any) -> Path:
+    """Write ``network``'s weights with its ``arch`` description to ``path`` atomically (temp file + rename); a
+    shipped file is only replaced with ``overwrite_shipped`` (see :func:`guard_shipped`)."""
+    path = Path(path)
+    guard_shipped(path, overwrite_shipped)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = network.module if hasattr(network, "module") else network
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -72,7 +113,7 @@ def load_best(network: nn.Module, best_checkpoint: str | Path) -> None:
 
 
 def export_best(network: nn.Module, best_checkpoint: str | Path, path: str | Path, arch: dict[str, Any],
-                scale_factor: float | None = None, which: str = "best") -> Path:
+                scale_factor: float | None = None, which: str = "best", overwrite_shipped: bool = False) -> Path:
     """Write ``network`` as shipped weights: with ``which="best"`` after loading the best training checkpoint into
     it, with ``which="last"`` as it is (the end of training). The latent ``scale_factor`` it was trained with is
     stored too (inference checks it against the autoencoder's); image-space models have none."""
@@ -82,7 +123,7 @@ def export_best(network: nn.Module, best_checkpoint: str | Path, path: str | Pat
     if which == "best":
         load_best(net, best_checkpoint)
     extra = {} if scale_factor is None else {"scale_factor": float(scale_factor)}
-    return save_weights(path, net, arch, **extra)
+    return save_weights(path, net, arch, overwrite_shipped=overwrite_shipped, **extra)
 
 
 def diffusion_weights_path(models_dir: str | Path, profile: str, task: str, prefix: str = "diffusion") -> Path:
@@ -102,6 +143,7 @@ def load_diffusion(path: str | Path, network: nn.Module, arch: dict[str, Any], t
     """Load diffusion weights for ``task``: the file must hold a model of that task or the all-task ``any``
     model, and must have been trained on latents with the autoencoder's ``scale_factor``."""
     extra = load_weights(path, network, arch)
+    print(f"diffusion weights: {path} (md5 {file_md5(path)})")
     stored = extra["arch"].get("task")
     if stored not in (task, "any"):
         raise WeightsError(f"{path} is a model for task {stored!r}; it cannot synthesize task {task!r}")

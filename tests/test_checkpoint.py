@@ -46,7 +46,7 @@ def test_killed_training_resumes_to_the_same_weights(phantom_dir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     models = tmp_path / "models"
     run = [sys.executable, "-m", "monai.bundle", "run", "--profile", "tiny", "--dataset_dir", str(phantom_dir),
-           "--models_dir", str(models), "--val_interval", "1"]
+           "--models_dir", str(models), "--export_dir", str(models), "--val_interval", "1"]
     subprocess.run(run + ["--config_file", "['configs/common.yaml','configs/train_autoencoder.yaml']",
                           "--max_epochs", "1", "--output_dir", str(tmp_path / "ae")],
                    cwd=REPO_ROOT, env=env, check=True, capture_output=True)

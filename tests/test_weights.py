@@ -166,3 +166,32 @@ def test_export_best_without_a_validation_is_a_clear_error(tmp_path):
     assert not (tmp_path / "out.pt").exists()
     torch.save(net.state_dict(), tmp_path / "best_network.pt")
     assert export_best(net, tmp_path / "best_network.pt", tmp_path / "out.pt", {"k": 1}).is_file()
+
+
+def test_shipped_weights_are_never_replaced_silently(tmp_path, monkeypatch):
+    """A file listed in large_files.yml is refused without overwrite_shipped; with it the old file is kept as .bak."""
+    import bundle.weights as W
+
+    shipped = tmp_path / "models" / "diffusion_cpu_any.pt"
+    shipped.parent.mkdir()
+    shipped.write_bytes(b"shipped")
+    monkeypatch.setattr(W, "shipped_files", lambda root=None: {shipped.resolve()})
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(W.WeightsError, match="refusing to replace the shipped weights"):
+        W.save_weights(shipped, net, {"k": 1})
+    assert shipped.read_bytes() == b"shipped"
+    W.guard_shipped(shipped, True, backup=False)  # the early check with the knob set: nothing moves
+    assert shipped.read_bytes() == b"shipped"
+    W.save_weights(shipped, net, {"k": 1}, overwrite_shipped=True)
+    assert (tmp_path / "models" / "diffusion_cpu_any.pt.bak").read_bytes() == b"shipped"
+    assert torch.load(shipped, weights_only=True)["arch"] == {"k": 1}
+    other = tmp_path / "models" / "mine.pt"  # not shipped: written freely
+    W.save_weights(other, net, {})
+    assert other.is_file()
+
+
+def test_large_files_lists_the_shipped_models():
+    import bundle.weights as W
+
+    names = {p.name for p in W.shipped_files()}
+    assert {"autoencoder_cpu.pt", "diffusion_cpu_any.pt"} <= names
