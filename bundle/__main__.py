@@ -1,16 +1,39 @@
 """``python -m bundle run ...`` = ``python -m monai.bundle run ...`` with clean failures: bad input (a missing,
 corrupt or mismatching file, wrong weights, an out-of-range knob, an unwritable output folder) ends with one line
 ``error: <what, naming the file or field>`` on stderr and exit code 2 instead of MONAI's chained traceback.
-Other errors (bugs) keep their full traceback. Outputs are written atomically, so nothing half-written remains."""
+User errors are the exceptions of ``bundle.errors`` (``UserError``: ``DataError``, ``WeightsError``, ``ConfigError``),
+``FileNotFoundError``/``PermissionError`` and nibabel's read errors; the engines' own error log lines (ignite's
+"terminating due to exception", MONAI's ``StatsHandler`` traceback) are dropped so that the one line is all a user
+sees. Other errors (bugs) keep their full traceback. Outputs are written atomically, so nothing half-written remains."""
 
 from __future__ import annotations
 
+import logging
 import sys
 
-from bundle.data import DataError
-from bundle.weights import WeightsError
+from bundle.errors import UserError
 
-USER_ERRORS = (DataError, WeightsError, ValueError, FileNotFoundError, PermissionError, KeyError)
+USER_ERRORS = (UserError, FileNotFoundError, PermissionError)
+
+
+class EngineErrorFilter(logging.Filter):
+    """Drops the engines' error records (ignite's "... terminating due to exception", MONAI StatsHandler's logged
+    traceback): the exception itself reaches :func:`main`, which prints one line for a user error and the full
+    traceback for a bug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (record.levelno >= logging.ERROR and ("terminating due to exception" in msg
+                                                         or msg.startswith("Exception: ")))
+
+
+def _quiet_engine_errors() -> None:
+    f = EngineErrorFilter()
+    for name in [None, *logging.root.manager.loggerDict]:
+        lg = logging.getLogger(name)
+        lg.addFilter(f)
+        for h in getattr(lg, "handlers", []):
+            h.addFilter(f)
 
 
 def root_cause(e: BaseException) -> BaseException:
@@ -29,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     from monai.bundle import scripts
 
     argv = sys.argv[1:] if argv is None else argv
+    _quiet_engine_errors()
+    _orig = logging.Logger.manager.getLogger  # loggers created later get the filter too
+
+    def get_logger(name):
+        lg = _orig(name)
+        if EngineErrorFilter not in {type(x) for x in lg.filters}:
+            lg.addFilter(EngineErrorFilter())
+        return lg
+
+    logging.Logger.manager.getLogger = get_logger  # type: ignore[method-assign]
     try:
         fire.Fire({"run": scripts.run, "verify_metadata": scripts.verify_metadata}, command=argv)
     except SystemExit:

@@ -30,7 +30,10 @@ _FOLDERS = {"training": ("train25", "train25_myops_gd"), "test": ("test20", "tes
 _NAME = re.compile(r"^(myops_(training|test)_(\d+))_(C0|DE|T2)\.nii(\.gz)?$")
 
 
-class DataError(ValueError):
+from bundle.errors import UserError  # noqa: E402
+
+
+class DataError(UserError):
     """Bad or missing input data; the message names the file, folder or field."""
 
 

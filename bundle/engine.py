@@ -16,13 +16,14 @@ from monai.inferers import DiffusionInferer
 from torch import nn
 
 from bundle.data import SEQUENCES
+from bundle.errors import ConfigError
 from bundle.losses import latent_mask
 
 
 def task_spec(task: str, tasks: Mapping[str, Mapping]) -> Mapping:
     """``{"target": SEQ, "conditions": [SEQ, SEQ]}`` of ``task``; a clear error for an unknown task name."""
     if task not in tasks:
-        raise ValueError(f"unknown task {task!r}: expected one of {sorted(tasks)} (field `task`)")
+        raise ConfigError(f"unknown task {task!r}: expected one of {sorted(tasks)} (field `task`)")
     return tasks[task]
 
 
@@ -68,7 +69,7 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
                  joint_dropout: bool = False) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
         if not 0 <= drop_prob <= (1.0 if joint_dropout else 1 / 3):
-            raise ValueError(f"drop_prob must be in [0, {'1' if joint_dropout else '1/3'}], got {drop_prob}")
+            raise ConfigError(f"drop_prob must be in [0, {'1' if joint_dropout else '1/3'}], got {drop_prob}")
         self.joint_dropout = joint_dropout
         names = sorted(tasks) if task == "any" else [task]
         self.slots = torch.tensor([task_slots(t, tasks) for t in names])  # (n_tasks, 3)

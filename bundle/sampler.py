@@ -29,6 +29,7 @@ from tqdm import tqdm
 from bundle.data import map_fov_slices
 from bundle.deepcache import DeepCacheUNet
 from bundle.engine import task_slots
+from bundle.errors import ConfigError
 
 
 class CMRDiffSampler(Inferer):
@@ -59,9 +60,9 @@ class CMRDiffSampler(Inferer):
             guide = "C0" if self.target != 0 else "T2"
         if guide == "regression":
             if guide_network is None:
-                raise ValueError("guide 'regression' needs a guide_network (the regressor's weights: field `guide_weights`)")
+                raise ConfigError("guide 'regression' needs a guide_network (the regressor's weights: field `guide_weights`)")
         elif guide not in seqs or seqs.index(guide) == self.target:
-            raise ValueError(f"guide must be 'regression' or a condition sequence of task {task!r} (one of "
+            raise ConfigError(f"guide must be 'regression' or a condition sequence of task {task!r} (one of "
                              f"{[seqs[self.c1], seqs[self.c2]]}), got {guide!r}")
         _check("guidance_scale_1", guidance_scale_1, lambda v: v >= 0, ">= 0")
         _check("guidance_scale_2", guidance_scale_2, lambda v: v >= 0, ">= 0")
@@ -70,7 +71,7 @@ class CMRDiffSampler(Inferer):
         _check("num_samples", num_samples, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         _check("cache_interval", cache_interval, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         if compile and cache_interval > 1:
-            raise ValueError("compile and cache_interval > 1 cannot be combined: choose one")
+            raise ConfigError("compile and cache_interval > 1 cannot be combined: choose one")
         self.scheduler, self.autoencoder, self.scale_factor = scheduler, autoencoder, float(scale_factor)
         self.guide = "regression" if guide == "regression" else seqs.index(guide)
         self.guide_network = guide_network
@@ -187,4 +188,4 @@ def _check(name: str, value, ok, what: str) -> None:
     except TypeError:
         good = False
     if not good:
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ConfigError(f"{name} must be {what}, got {value!r}")

@@ -16,7 +16,10 @@ from torch import nn
 from bundle.io import atomic_write
 
 
-class WeightsError(ValueError):
+from bundle.errors import UserError  # noqa: E402
+
+
+class WeightsError(UserError):
     """Missing, corrupt or mismatching weights; the message names the file."""
 
 

@@ -225,3 +225,18 @@ def _check_failure(proc: subprocess.CompletedProcess, token: str) -> None:
     assert lines and lines[-1].startswith("error: "), proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert token in lines[-1], lines[-1]
+    # nothing else: no engine error log, no traceback on stdout either (issue: ~155 lines of it were logged twice)
+    for text in (proc.stdout, proc.stderr):
+        assert "Traceback" not in text and "terminating due to exception" not in text, text[-3000:]
+    assert sum("error" in line.lower() for line in proc.stdout.splitlines()) == 0, proc.stdout[-3000:]
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    """A genuine bug (here a ZeroDivisionError in a config expression) is not reported as bad input: full
+    traceback, exit code 1."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "bundle", "run", "--config_file", "['configs/common.yaml']",
+                           "--output_dir", str(tmp_path), "--run", "['$1/0']"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" in proc.stderr and "ZeroDivisionError" in proc.stderr
