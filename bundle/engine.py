@@ -127,3 +127,16 @@ def encode_slices(autoencoder: nn.Module, slices: Sequence[dict], scale_factor: 
         mu = mu.reshape(b, -1, *mu.shape[2:]).cpu()
         out.extend({**s, "latent": m} for s, m in zip(chunk, mu))
     return out
+
+
+def validate_at_end(trainer, validator, interval: int) -> None:
+    """Attach to ``trainer``: when a run ends (its last epoch, or stopped early by its time limit) on an epoch that
+    was not a validation epoch (``epoch % interval != 0``), validate once more, so that a run shorter than
+    ``interval`` still has a validated (best) checkpoint to export instead of failing."""
+    from ignite.engine import Events
+
+    def run(engine) -> None:
+        if engine.state.epoch and engine.state.epoch % int(interval):
+            validator.run(engine.state.epoch)
+
+    trainer.add_event_handler(Events.COMPLETED, run)

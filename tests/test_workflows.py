@@ -362,3 +362,13 @@ def test_regression_guide_changes_the_synthesis(diffusion_dir, phantom_dir, tmp_
     bad = run_bundle(["inference"], *common, "--guide", "regression", "--guide_weights", tmp_path / "nope.pt",
                      "--output_dir", tmp_path / "bad", check=False)
     assert bad.returncode != 0 and "nope.pt" in bad.stderr
+
+
+def test_run_shorter_than_val_interval_validates_once_and_exports(phantom_dir, tmp_path):
+    """A 1-epoch autoencoder run with val_interval 5 (a normal first try) validates at its end and exports, instead
+    of failing with 'no best checkpoint'."""
+    proc = run_bundle(["train_autoencoder"], "--max_epochs", 1, "--val_interval", 5, "--output_dir", tmp_path,
+                      "--dataset_dir", phantom_dir)
+    assert (tmp_path / "autoencoder_tiny" / "best_autoencoder.pt").is_file()
+    assert (tmp_path / "models" / "autoencoder_tiny.pt").is_file()  # under output_dir: models/ is untouched
+    assert "Traceback" not in proc.stderr
