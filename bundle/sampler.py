@@ -10,7 +10,9 @@ channel is ignored) to the synthesized target (B, 1, H, W) in [0, 1]:
 3. DDIM steps with ε̃ = ε(∅,∅) + c_I1·[ε(c1,∅) − ε(∅,∅)] + c_I2·[ε(c1,c2) − ε(c1,∅)], the predictions of
    every slice in **one** batched forward pass per step. With c_I1 = c_I2 = c the ε(c1,∅) terms cancel
    (ε̃ = ε(∅,∅) + c·[ε(c1,c2) − ε(∅,∅)]) and that branch is not computed (2 instead of 3 predictions a step);
-4. decode ``z / scale_factor``.
+4. decode ``z / scale_factor``. With ``guide="regression"`` and ``residual=True`` the output is the regressor's
+   prediction plus what the diffusion changed: ``r + dec(z) − dec(enc(r))`` (the VAE's own reconstruction error of
+   the start cancels; at strength → 0 the output is ``r`` itself).
 With ``cache_interval`` k > 1 (DeepCache, ``bundle.deepcache``) only every k-th step runs the whole UNet; the steps
 in between reuse its deep features and run the full-resolution blocks alone (same number of steps, less work).
 With ``num_samples`` N > 1 the N samples run in the same batch; the mean is returned and the per-pixel
@@ -52,6 +54,7 @@ class CMRDiffSampler(Inferer):
         compile: bool = False,
         cache_interval: int = 1,
         guide_network: nn.Module | None = None,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
@@ -74,7 +77,10 @@ class CMRDiffSampler(Inferer):
             raise ConfigError("compile and cache_interval > 1 cannot be combined: choose one")
         self.scheduler, self.autoencoder, self.scale_factor = scheduler, autoencoder, float(scale_factor)
         self.guide = "regression" if guide == "regression" else seqs.index(guide)
-        self.guide_network = guide_network
+        self.guide_network, self.residual = guide_network, bool(residual)
+        if self.residual and guide != "regression":
+            raise ConfigError("residual needs guide 'regression' (it adds the diffusion's change to the regressor's image)")
+        self._start: tuple[torch.Tensor, torch.Tensor] | None = None
         self.steps, self.s1, self.s2 = int(num_inference_steps), float(guidance_scale_1), float(guidance_scale_2)
         self.strength, self.num_samples, self.seed, self.progress = float(strength), int(num_samples), seed, progress
         self.image_size, self.compile, self.cache_interval = image_size, bool(compile), int(cache_interval)
@@ -131,11 +137,11 @@ class CMRDiffSampler(Inferer):
         labels = torch.full((k * b * n,), self.target, dtype=torch.long, device=dev)
         noise = torch.randn((b * n, lc, h, w), generator=g).to(dev)
         ts = self.timesteps()
+        start = self.guide_latent(images, lat) if self.strength < 1.0 or self.residual else None
         if self.strength >= 1.0:
             z = noise
         else:
-            guide = self.guide_latent(images, lat).repeat_interleave(n, 0)
-            z = self.scheduler.add_noise(guide, noise, ts[:1].to(dev).repeat(b * n))
+            z = self.scheduler.add_noise(start.repeat_interleave(n, 0), noise, ts[:1].to(dev).repeat(b * n))
         unet = self.denoiser(net)
         cached = DeepCacheUNet(net.unet) if self.cache_interval > 1 else None
         for i, t in enumerate(tqdm(ts, desc="sampling", disable=not self.progress, leave=False)):
@@ -152,8 +158,13 @@ class CMRDiffSampler(Inferer):
                 e_full, e_c1, e_null = out.chunk(3)
                 eps = e_null + self.s1 * (e_c1 - e_null) + self.s2 * (e_full - e_c1)
             z, _ = self.scheduler.step(eps, int(t), z)
-        x = self.autoencoder.decode_stage_2_outputs(z / self.scale_factor).clamp(0, 1)
+        x = self.autoencoder.decode_stage_2_outputs(z / self.scale_factor)
         x = x.reshape(b, n, *x.shape[1:])
+        if self.residual:  # r + dec(z) − dec(enc(r)): the start's VAE reconstruction error cancels
+            pred, start = self._start
+            base = self.autoencoder.decode_stage_2_outputs(start / self.scale_factor)
+            x = x + (pred - base)[:, None]
+        x = x.clamp(0, 1)
         std = x.std(1, unbiased=False) if n > 1 else None
         return x.mean(1), std
 
@@ -166,7 +177,9 @@ class CMRDiffSampler(Inferer):
 
         target = torch.full((images.shape[0],), self.target, dtype=torch.long, device=images.device)
         pred = self.guide_network(translation_inputs(images.float(), target)).clamp(0, 1)  # (B, 1, H, W)
-        return self.autoencoder.encode(pred)[0] * self.scale_factor
+        start = self.autoencoder.encode(pred)[0] * self.scale_factor
+        self._start = (pred, start)
+        return start
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
         """Slices (B, 3, H, W) -> (B, 1, H, W); or field-of-view volumes (B, 3, X, Y, S) -> (B, 1, X, Y, S):

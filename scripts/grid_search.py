@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--strengths", default="0.75")
     ap.add_argument("--samples", default="1")
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value (e.g. models_dir=...)")
+    ap.add_argument("--tag", default="", help="prefix of the output folders and of the guide column (e.g. residual_ "
+                    "with --set residual=true)")
     ap.add_argument("--jobs", type=int, default=1, help="evaluations run side by side (one thread each)")
     a = ap.parse_args()
     scales = [tuple(float(v) for v in (s.split(":") * 2)[:2]) for s in a.scales.split(",")]
@@ -66,10 +68,10 @@ def main() -> None:
     tasks = a.tasks.split(",")
     jobs = []
     for (guide, (s1, s2), st, n), task in itertools.product(grid, tasks):
-        out = Path(a.output_dir) / f"{guide}_c{s1}_{s2}_s{st}_n{n}" / task
-        jobs.append(((guide, s1, s2, st, n), task, out, guide))
+        out = Path(a.output_dir) / f"{a.tag}{guide}_c{s1}_{s2}_s{st}_n{n}" / task
+        jobs.append(((a.tag + guide, s1, s2, st, n), task, out, guide))
     with ThreadPoolExecutor(max(1, a.jobs)) as pool:
-        res = list(pool.map(lambda j: evaluate(j[2], j[1], j[3], *j[0][1:], a), jobs))
+        res = list(pool.map(lambda j: evaluate(j[2], j[1], j[3], *j[0][1:], a), jobs))  # cached summaries reused
     table: dict[tuple, dict[str, dict]] = {}
     for (key, task, _, _), r in zip(jobs, res):
         table.setdefault(key, {})[task] = r

@@ -318,3 +318,21 @@ def test_deepcache_reuses_features_between_full_steps(tiny, monkeypatch):
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert a.shape == (2, 1, 64, 64)
     assert not torch.allclose(a, _sampler(tiny)(x, tiny[0]), atol=1e-6)
+
+
+def test_residual_output_is_the_regressor_plus_the_diffusion_change(tiny):
+    """residual=True: output = r + dec(z) − dec(enc(r)) (before clamping), i.e. the plain regression-guided output
+    shifted by the regressor's image minus the decoded start; it needs guide='regression'."""
+    x = _images(2, seed=8)
+    kw = dict(strength=0.5, guide="regression", guidance_scale_1=1.5, guidance_scale_2=1.5, seed=2)
+    reg = _ConstantRegressor(0.5)
+    plain = _sampler(tiny, guide_network=reg, **kw)
+    res = _sampler(tiny, guide_network=reg, residual=True, **kw)
+    out_plain, out_res = plain(x, tiny[0]), res(x, tiny[0])
+    _, ae, _ = tiny
+    base = ae.decode_stage_2_outputs(res._start[1] / SCALE)
+    inside = (out_plain > 0.01) & (out_plain < 0.99) & (out_res > 0.01) & (out_res < 0.99)  # away from the clamp
+    assert inside.any()
+    torch.testing.assert_close(out_res[inside], (out_plain + 0.5 - base)[inside], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="residual"):
+        _sampler(tiny, residual=True)

@@ -54,8 +54,8 @@ def _cast(name: str, value: Any, default: Any) -> Any:
         if value is None or str(value).strip().lower() in ("", "none", "null"):
             return None
         v = str(value).strip()
-        if v not in SEQUENCES:
-            raise RequestError(f"guide must be one of {list(SEQUENCES)} or null, got {value!r}")
+        if v not in (*SEQUENCES, "regression"):
+            raise RequestError(f"guide must be one of {[*SEQUENCES, 'regression']} or null, got {value!r}")
         return v
     try:
         if isinstance(default, bool):
