@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value (e.g. models_dir=...)")
     ap.add_argument("--tag", default="", help="prefix of the output folders and of the guide column (e.g. residual_ "
                     "with --set residual=true)")
+    ap.add_argument("--collect", action="store_true", help="no new runs: tabulate every setting already scored "
+                    "under --output_dir (all earlier invocations together)")
     ap.add_argument("--jobs", type=int, default=1, help="evaluations run side by side (one thread each)")
     a = ap.parse_args()
     scales = [tuple(float(v) for v in (s.split(":") * 2)[:2]) for s in a.scales.split(",")]
@@ -70,6 +72,16 @@ def main() -> None:
     for (guide, (s1, s2), st, n), task in itertools.product(grid, tasks):
         out = Path(a.output_dir) / f"{a.tag}{guide}_c{s1}_{s2}_s{st}_n{n}" / task
         jobs.append(((a.tag + guide, s1, s2, st, n), task, out, guide))
+    if a.collect:
+        import re
+
+        pat = re.compile(r"^(?P<g>.+)_c(?P<s1>[\d.]+)_(?P<s2>[\d.]+)_s(?P<st>[\d.]+)_n(?P<n>\d+)$")
+        jobs = []
+        for d in sorted(Path(a.output_dir).iterdir()):
+            m = pat.match(d.name)
+            if m and all((d / t / "summary.json").is_file() for t in tasks):
+                key = (m["g"], float(m["s1"]), float(m["s2"]), float(m["st"]), int(m["n"]))
+                jobs += [(key, t, d / t, None) for t in tasks]
     with ThreadPoolExecutor(max(1, a.jobs)) as pool:
         res = list(pool.map(lambda j: evaluate(j[2], j[1], j[3], *j[0][1:], a), jobs))  # cached summaries reused
     table: dict[tuple, dict[str, dict]] = {}

@@ -58,9 +58,18 @@ def autoencoder_dir(phantom_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def diffusion_dir(autoencoder_dir, phantom_dir, tmp_path_factory):
-    """``get(task)`` -> a models folder holding the shared autoencoder and ``diffusion_tiny_<task>.pt`` only
-    (trained once per task and module)."""
+def guide_file(phantom_dir, tmp_path_factory) -> Path:
+    """The tiny regressor behind the default `guide: regression` start (unet_l1, one epoch)."""
+    out = tmp_path_factory.mktemp("guide")
+    run_bundle(["baselines/image", "baselines/unet_l1"], "--max_epochs", 1, "--val_interval", 1, "--batch_size", 4,
+               "--dataset_dir", phantom_dir, "--output_dir", out, "--baselines_dir", out)
+    return out / "unet_l1_tiny_any.pt"
+
+
+@pytest.fixture(scope="module")
+def diffusion_dir(autoencoder_dir, guide_file, phantom_dir, tmp_path_factory):
+    """``get(task)`` -> a models folder holding the shared autoencoder, the guide regressor and
+    ``diffusion_tiny_<task>.pt`` only (trained once per task and module)."""
     done: dict[str, Path] = {}
 
     def get(task: str) -> Path:
@@ -69,6 +78,7 @@ def diffusion_dir(autoencoder_dir, phantom_dir, tmp_path_factory):
             models = out / "models"
             models.mkdir()
             shutil.copy2(autoencoder_dir / "autoencoder_tiny.pt", models / "autoencoder_tiny.pt")
+            shutil.copy2(guide_file, models / "guide_tiny_any.pt")
             run_bundle(["train_diffusion"], "--max_epochs", 1, "--val_interval", 1, "--models_dir", models,
                        "--output_dir", out, "--dataset_dir", phantom_dir, "--task", task, "--batch_size", 4)
             done[task] = models
