@@ -127,7 +127,7 @@ def test_train_diffusion(diffusion_dir, autoencoder_dir, task):
     models = diffusion_dir(task)
     path = models / f"diffusion_tiny_{task}.pt"
     assert path.is_file()
-    assert sorted(p.name for p in models.iterdir()) == sorted(["autoencoder_tiny.pt", path.name])
+    assert sorted(p.name for p in models.iterdir()) == sorted(["autoencoder_tiny.pt", "guide_tiny_any.pt", path.name])
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert ckpt["arch"]["task"] == task and ckpt["arch"]["profile"] == "tiny"
     ae = torch.load(autoencoder_dir / "autoencoder_tiny.pt", map_location="cpu", weights_only=True)
@@ -144,15 +144,18 @@ def inference_run(diffusion_dir, phantom_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("inference") / "out"
     proc = run_bundle(["inference"], "--models_dir", models, "--dataset_dir", phantom_dir, "--task", "lge",
                       "--num_inference_steps", 3, "--split", "test", "--seed", 7, "--output_dir", out)
-    assert "wrote 2 files" in proc.stdout
+    assert "wrote 3 files" in proc.stdout  # synthesis, uncertainty (default: mean of 4 samples), preview
     return out, before, _digests(phantom_dir)
 
 
 def test_inference_test_split(inference_run, phantom_dir):
     out, before, after = inference_run
     case = "myops_test_201"
-    assert sorted(p.name for p in _files(out)) == [f"{case}_DE_synth.nii.gz", f"{case}_DE_synth.png"]
+    assert sorted(p.name for p in _files(out)) == [f"{case}_DE_synth.nii.gz", f"{case}_DE_synth.png",
+                                                   f"{case}_DE_uncertainty.nii.gz"]
     _check_synthesis(out / f"{case}_DE_synth.nii.gz", _case_files(phantom_dir, case)["C0"])
+    unc = np.asarray(nib.load(str(out / f"{case}_DE_uncertainty.nii.gz")).dataobj)
+    assert (unc >= 0).all() and unc.max() > 0  # the 4 samples differ somewhere
     from PIL import Image
 
     with Image.open(out / f"{case}_DE_synth.png") as im:
@@ -215,7 +218,8 @@ def test_input_files_single_case(diffusion_dir, phantom_dir, tmp_path):
     run_bundle(["inference"], "--models_dir", diffusion_dir("lge"), "--task", "lge", "--num_inference_steps", 2,
                "--input_files", str({k: str(v) for k, v in files.items()}), "--case_name", "patient1",
                "--output_dir", out)
-    assert sorted(p.name for p in _files(out)) == ["patient1_DE_synth.nii.gz", "patient1_DE_synth.png"]
+    assert sorted(p.name for p in _files(out)) == ["patient1_DE_synth.nii.gz", "patient1_DE_synth.png",
+                                                   "patient1_DE_uncertainty.nii.gz"]
     _check_synthesis(out / "patient1_DE_synth.nii.gz", files["C0"])
     assert _digests(inp) == before
 
