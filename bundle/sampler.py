@@ -59,6 +59,10 @@ class CMRDiffSampler(Inferer):
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
         seqs = ("C0", "DE", "T2")
+        if guide is None or str(guide).strip().lower() in ("", "none", "null", "default"):
+            guide = None  # (the command line cannot pass None: MONAI drops None overrides, so "default" works too)
+        if isinstance(residual, str):  # "--residual false" arrives as a string
+            residual = residual.strip().lower() in ("1", "true", "yes")
         if guide is None:  # bSSFP where it is a condition, else T2
             guide = "C0" if self.target != 0 else "T2"
         if guide == "regression":

@@ -40,9 +40,9 @@ METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "cmrdiff": ("**CMRDiff** (shipped weights and defaults)", [], []),
     "cmrdiff_1sample": ("CMRDiff, one sample", [], ["--num_samples", "1"]),
     "cmrdiff_paper_start": ("CMRDiff, the paper's start (guide sequence)", [],
-                            ["--guide", "None", "--residual", "false", "--strength", "0.75"]),
+                            ["--guide", "default", "--residual", "false", "--strength", "0.75"]),
     "cmrdiff_paper": ("CMRDiff, v0.3.0 sampler settings", [],
-                      ["--guide", "None", "--residual", "false", "--num_samples", "1", "--guidance_scale_1", "6.0",
+                      ["--guide", "default", "--residual", "false", "--num_samples", "1", "--guidance_scale_1", "6.0",
                        "--guidance_scale_2", "6.0", "--strength", "0.75"]),
     "no_guided_synthesis": ("ablation: no guided synthesis", [B + "no_guided_synthesis.yaml"], []),
     "ldm_plain": ("ldm_plain", [B + "latent.yaml", B + "ldm_plain.yaml"], []),
@@ -69,7 +69,7 @@ def knobs(key: str, overrides: list[str]) -> dict:
     for i in range(0, len(args) - 1):
         if args[i].startswith("--") and args[i][2:] in vals:
             k, v = args[i][2:], args[i + 1]
-            if v == "None":
+            if v in ("None", "default"):
                 vals[k] = None
             elif isinstance(vals[k], bool):
                 vals[k] = v.lower() in ("1", "true", "yes")

@@ -51,7 +51,7 @@ def _http_error(msg: str) -> Exception:
 def _cast(name: str, value: Any, default: Any) -> Any:
     """Request/conf values arrive as JSON or as strings (``--conf``): cast them to the config default's type."""
     if name == "guide":
-        if value is None or str(value).strip().lower() in ("", "none", "null"):
+        if value is None or str(value).strip().lower() in ("", "none", "null", "default"):
             return None
         v = str(value).strip()
         if v not in (*SEQUENCES, "regression"):
