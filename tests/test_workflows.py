@@ -192,6 +192,13 @@ def test_evaluate_validation_split(diffusion_dir, phantom_dir, tmp_path):
         assert s["over_slices"][k]["mean"] == pytest.approx(mean, abs=1e-3)
         assert s["over_cases"][k]["mean"] == pytest.approx(mean, abs=1e-3)
     assert (out / f"{case}_DE_synth.nii.gz").is_file()
+    # the clinical read-out runs end to end on the phantom (it has a scar): lesion slices counted, realism and the
+    # uncertainty calibration (default 4 samples) finite
+    c = s["clinical"]
+    assert c["readout"] == "lge" and c["slices_with_lesion"] > 0
+    for k in ("hf_ratio", "grad_ratio", "unc_spearman", "dice_fwhm_real"):
+        assert c["over_slices"][k]["n"] > 0 and math.isfinite(c["over_slices"][k]["mean"]), k
+    assert {"hf_ratio", "cr_rel_error", "dice_nsd_synth"} <= set(rows[0])
 
 
 # (e) ---------------------------------------------------------------------------------------------------------
