@@ -28,12 +28,20 @@ class EngineErrorFilter(logging.Filter):
 
 
 def _quiet_engine_errors() -> None:
+    """Put :class:`EngineErrorFilter` on every logger, those that exist and those created later (ignite and MONAI
+    create theirs while the workflow is built)."""
     f = EngineErrorFilter()
     for name in [None, *logging.root.manager.loggerDict]:
-        lg = logging.getLogger(name)
-        lg.addFilter(f)
-        for h in getattr(lg, "handlers", []):
-            h.addFilter(f)
+        logging.getLogger(name).addFilter(f)
+    get = logging.Logger.manager.getLogger
+
+    def get_filtered(name):
+        lg = get(name)
+        if f not in lg.filters:
+            lg.addFilter(f)
+        return lg
+
+    logging.Logger.manager.getLogger = get_filtered  # type: ignore[method-assign]
 
 
 def root_cause(e: BaseException) -> BaseException:
@@ -53,15 +61,6 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     _quiet_engine_errors()
-    _orig = logging.Logger.manager.getLogger  # loggers created later get the filter too
-
-    def get_logger(name):
-        lg = _orig(name)
-        if EngineErrorFilter not in {type(x) for x in lg.filters}:
-            lg.addFilter(EngineErrorFilter())
-        return lg
-
-    logging.Logger.manager.getLogger = get_logger  # type: ignore[method-assign]
     try:
         fire.Fire({"run": scripts.run, "verify_metadata": scripts.verify_metadata}, command=argv)
     except SystemExit:

@@ -22,15 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bundle.errors import UserError
+
 SEQUENCES: tuple[str, ...] = ("C0", "DE", "T2")  # bSSFP, LGE, T2-weighted: the canonical channel order
 LABEL_VALUES: tuple[int, ...] = (0, 200, 500, 600, 1220, 2221)
 MYOCARDIUM_LABELS: tuple[int, ...] = (200, 1220, 2221)
 SPLITS = ("train", "validation", "test", "tune", "train_tune")
 _FOLDERS = {"training": ("train25", "train25_myops_gd"), "test": ("test20", "test20_gd")}
 _NAME = re.compile(r"^(myops_(training|test)_(\d+))_(C0|DE|T2)\.nii(\.gz)?$")
-
-
-from bundle.errors import UserError  # noqa: E402
 
 
 class DataError(UserError):

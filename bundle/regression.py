@@ -16,6 +16,7 @@ from torch import nn
 
 from bundle.data import map_fov_slices
 from bundle.engine import batch_generator, task_slots
+from bundle.weights import load_weights
 
 
 def translation_inputs(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -133,8 +134,6 @@ def fit_linear(model: LinearFit, slices: list[dict], tasks: Mapping[str, Mapping
 def load_guide(network: nn.Module, path, profile: str, features) -> nn.Module:
     """The regressor behind the sampler's ``guide: regression`` start: ``path`` (an image-space weights file, e.g.
     a ``unet_l1`` export) loaded into ``network`` (checked against ``profile``/``features``), in eval mode."""
-    from bundle.weights import load_weights
-
     load_weights(path, network, {"profile": profile, "features": features})
     return network.eval()
 

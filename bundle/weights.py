@@ -7,16 +7,15 @@ The autoencoder's ``extra`` holds its latent ``scale_factor`` so inference never
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from bundle.errors import UserError
 from bundle.io import atomic_write
-
-
-from bundle.errors import UserError  # noqa: E402
 
 
 class WeightsError(UserError):
@@ -56,8 +55,6 @@ def guard_shipped(path: str | Path, overwrite_shipped: bool = False, backup: boo
 
 
 def file_md5(path: str | Path) -> str:
-    import hashlib
-
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 

@@ -96,11 +96,11 @@ def weights_of(key: str, args) -> list[Path]:
         return []
     if key in ("ldm_plain", "unet_l1", "pix2pix", "linear"):
         return [args.baselines_dir / f"{key}_{args.profile}_any.pt"]
-    models = Path(dict(kv.split("=", 1) for kv in args.set).get("models_dir", ROOT / "models"))
+    sets = dict(kv.split("=", 1) for kv in args.set)
+    models = Path(sets.get("models_dir", ROOT / "models"))
     files = [models / f"diffusion_{args.profile}_any.pt"]
     if knobs(key, setargs(args))["guide"] == "regression":
-        files.append(Path(dict(kv.split("=", 1) for kv in args.set).get("guide_weights",
-                                                                          models / f"guide_{args.profile}_any.pt")))
+        files.append(Path(sets.get("guide_weights", models / f"guide_{args.profile}_any.pt")))
     return files
 
 
@@ -115,7 +115,7 @@ def setargs(args) -> list[str]:
 def evaluate(key: str, task: str, args, out: Path) -> dict:
     summary, stamp = out / "summary.json", out / "command.txt"
     ws = weights_of(key, args)
-    label_, files, extra = METHODS[key]
+    _, files, extra = METHODS[key]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(EVAL + files), "--task", task,
            "--dataset_dir", str(args.dataset_dir), "--split", args.split, "--output_dir", str(out),
            "--profile", args.profile, "--baselines_dir", str(args.baselines_dir), *extra, *setargs(args)]
