@@ -6,15 +6,22 @@ Models: ``cmrdiff_lge`` (C0 + T2 -> DE), ``cmrdiff_t2`` (C0 + DE -> T2), ``cmrdi
 Conf options (``--conf KEY VALUE``): ``bundle_root`` (default: the folder above this app, i.e. the repository),
 ``profile`` (default: the config's, ``cpu``), ``models`` (comma-separated tasks to expose, default all three) and
 any sampler knob of configs/inference.yaml as the default of every request (e.g. ``num_inference_steps 10``).
+
+Each model builds its networks once, on its first request, and keeps them (lib/infer_synthesis.py). Bad requests are
+answered 4xx with a message, and the server keeps serving: an unknown model or image id -> 404 (here, before the
+task runs: MONAI Label would otherwise turn an unknown image id into an empty path), a bad knob or a missing
+condition image -> 400 (the task).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
@@ -53,3 +60,20 @@ class CMRDiffApp(MONAILabelApp):
                 logger.warning(f"cmrdiff_{t}: weights missing ({', '.join(map(str, task.weights()))}); not served")
             infers[f"cmrdiff_{t}"] = task
         return infers
+
+    def infer(self, request, datastore=None):
+        """MONAI Label's infer, after two checks that give a 404 with a clear message instead of a 500 (unknown
+        model) or a misleading "the image '' ..." (an image id that is not in the datastore: MONAI Label maps it to
+        an empty path)."""
+        model = request.get("model")
+        if model not in self._infers:
+            raise HTTPException(status_code=404, detail=f"model {model!r} not found; this server has "
+                                                        f"{sorted(self._infers)}")
+        image = request.get("image")
+        if isinstance(image, str) and image and not os.path.exists(image):
+            ds = datastore if datastore else self.datastore()
+            if not ds.get_image_uri(image):
+                raise HTTPException(status_code=404, detail=f"image id {image!r} not found in the datastore "
+                                                            f"({self.studies}); ids are file names without "
+                                                            f"extension, e.g. GET /datastore/?output=all lists them")
+        return super().infer(request, datastore)

@@ -107,3 +107,37 @@ def test_large_files_lists_every_shipped_weight_with_its_md5():
     for path, e in listed.items():
         assert e["hash_type"] == "md5"
         assert hashlib.md5((ROOT / path).read_bytes()).hexdigest() == e["hash_val"], path
+
+
+def test_model_zoo_verify_bundle_min_mode():
+    """The checks of model-zoo ``ci/verify_bundle.py --mode min``, in its order: necessary files (metadata, LICENSE),
+    preferred files (``models/model.pt``, an ``inference`` config), version and changelog, metadata against the
+    schema (local copy: no network here), and the large files' md5 (url empty: committed, nothing to download)."""
+    import hashlib
+
+    for f in ("configs/metadata.json", "LICENSE", "models/model.pt"):
+        assert (ROOT / f).exists(), f"necessary file {f} is not existing"
+    assert [p.name for p in (ROOT / "configs").glob("inference.*")] == ["inference.yaml"]
+    m = meta()
+    assert m["version"] in m["changelog"]
+    jsonschema.validate(m, json.loads((ROOT / "tests/data/meta_schema_20240725.json").read_text()))
+    for e in yaml.safe_load((ROOT / "large_files.yml").read_text())["large_files"]:
+        assert e["url"] == "" and (ROOT / e["path"]).is_file(), e["path"]
+        assert hashlib.md5((ROOT / e["path"]).read_bytes()).hexdigest() == e["hash_val"], e["path"]
+
+
+def test_model_pt_is_the_default_inference_model_and_loads_into_network_def():
+    """``models/model.pt`` (model-zoo name) is the weights file the inference workflow loads by default, and its
+    ``state_dict`` loads strictly into ``network_def`` as the inference workflow resolves it."""
+    from bundle.weights import diffusion_weights_path
+
+    p = ConfigParser()
+    p.read_config([str(ROOT / "configs/common.yaml"), str(ROOT / "configs/inference.yaml")])
+    p.update({"bundle_root": str(ROOT), "input_files": {"C0": "unused", "T2": "unused"}})
+    default = Path(p.get_parsed_content("diffusion_weights"))
+    assert default.resolve() == (ROOT / "models/model.pt").resolve()
+    assert (ROOT / "models/model.pt").read_bytes() == default.read_bytes()
+    net = p.get_parsed_content("network_def")
+    ckpt = torch.load(ROOT / "models/model.pt", weights_only=True)
+    net.load_state_dict(ckpt["state_dict"], strict=True)
+    assert diffusion_weights_path(ROOT / "models", "cpu", "lge") == default

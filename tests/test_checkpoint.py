@@ -1,14 +1,13 @@
-"""Resumable training: RNG state round trip, newest-checkpoint lookup, and a seeded run killed with SIGKILL
-and resumed with ``--resume true`` reaching the same weights as an uninterrupted one."""
+"""Resumable training: RNG state round trip, newest-checkpoint lookup, the best-metric record, and seeded runs of
+both stages killed mid-run and resumed with ``--resume true`` reaching the same weights and best checkpoint as
+uninterrupted ones."""
 
 from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,36 +40,108 @@ def test_latest_checkpoint(tmp_path):
     assert latest_checkpoint(tmp_path).endswith("last_checkpoint_epoch=10.pt")
 
 
+# appended to the workflow's train#setup: the process dies (no handler, no export) at the end of epoch 3, after the
+# epoch-2 last checkpoint and before epoch 3's (the checkpoint handler is attached after train#setup), as a kill would
+KILL_AT_EPOCH_3 = ('+train#setup: ["$@train#trainer.add_event_handler(ignite.engine.Events.EPOCH_COMPLETED(once=3), '
+                   'lambda e: os._exit(9))"]\n')
+
+
+def _tensors_equal(a, b, where: str) -> None:
+    assert a.keys() == b.keys(), where
+    for k in a:
+        if isinstance(a[k], dict):
+            _tensors_equal(a[k], b[k], f"{where}.{k}")
+        elif isinstance(a[k], torch.Tensor):
+            assert torch.equal(a[k], b[k]), f"{where}.{k}"
+
+
 @pytest.mark.slow
-def test_killed_training_resumes_to_the_same_weights(phantom_dir, tmp_path):
+@pytest.mark.parametrize("stage", ["autoencoder", "diffusion"])
+def test_killed_training_resumes_to_the_same_weights_and_best_checkpoint(stage, phantom_dir, tmp_path):
+    """A seeded 4-epoch run killed after epoch 3 and resumed with --resume true ends with the same last checkpoint
+    (networks, optimizers, EMA, stateful losses), the same best checkpoint and the same best-metric record as an
+    uninterrupted run. The autoencoder runs with its adversarial term on and a warm-up of 3 epochs that spans the
+    kill, so a warm-up counter that restarted after the resume would change the weights."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     models = tmp_path / "models"
-    run = [sys.executable, "-m", "monai.bundle", "run", "--profile", "tiny", "--dataset_dir", str(phantom_dir),
-           "--models_dir", str(models), "--export_dir", str(models), "--val_interval", "1"]
-    subprocess.run(run + ["--config_file", "['configs/common.yaml','configs/train_autoencoder.yaml']",
-                          "--max_epochs", "1", "--output_dir", str(tmp_path / "ae")],
-                   cwd=REPO_ROOT, env=env, check=True, capture_output=True)
-    dm = run + ["--config_file", "['configs/common.yaml','configs/train_diffusion.yaml']", "--task", "any",
-                "--batch_size", "4", "--max_epochs", "4"]
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(dm + ["--output_dir", str(killed)], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = killed / "diffusion_tiny_any" / "last_checkpoint_epoch=1.pt"
-    deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert first.exists() and not (killed / "diffusion_tiny_any" / "last_checkpoint_epoch=4.pt").exists()
-    subprocess.run(dm + ["--output_dir", str(killed), "--resume", "true"], cwd=REPO_ROOT, env=env, check=True,
-                   capture_output=True)
-    subprocess.run(dm + ["--output_dir", str(tmp_path / "whole")], cwd=REPO_ROOT, env=env, check=True,
-                   capture_output=True)
-    a = torch.load(killed / "diffusion_tiny_any" / "last_checkpoint_epoch=4.pt", weights_only=True)
-    b = torch.load(tmp_path / "whole" / "diffusion_tiny_any" / "last_checkpoint_epoch=4.pt", weights_only=True)
+    base = [sys.executable, "-m", "monai.bundle", "run", "--profile", "tiny", "--dataset_dir", str(phantom_dir),
+            "--models_dir", str(models), "--export_dir", str(models), "--val_interval", "1", "--max_epochs", "4"]
+    ae = ["configs/common.yaml", "configs/train_autoencoder.yaml"]
+    ae_args = ["--adv_weight", "0.1", "--adv_warmup_epochs", "3"]
+    if stage == "autoencoder":
+        files, args, sub, best = ae, ae_args, "autoencoder_tiny", "best_autoencoder.pt"
+    else:
+        subprocess.run(base + ["--config_file", str(ae), "--max_epochs", "1", "--output_dir", str(tmp_path / "ae")],
+                       cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+        files, args = ["configs/common.yaml", "configs/train_diffusion.yaml"], ["--task", "any", "--batch_size", "4"]
+        sub, best = "diffusion_tiny_any", "best_network.pt"
+    kill = tmp_path / "kill.yaml"
+    kill.write_text(KILL_AT_EPOCH_3)
+
+    def train(out: Path, extra_files=(), extra=()):
+        return subprocess.run(base + ["--config_file", str(files + list(extra_files)), "--output_dir", str(out)]
+                              + args + list(extra), cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert train(whole).returncode == 0
+    proc = train(killed, [str(kill)])
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    assert sorted(p.name for p in (killed / sub).glob("last_*.pt")) == ["last_checkpoint_epoch=2.pt"]
+    proc = train(killed, extra=["--resume", "true"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    a = torch.load(killed / sub / "last_checkpoint_epoch=4.pt", weights_only=True)
+    b = torch.load(whole / sub / "last_checkpoint_epoch=4.pt", weights_only=True)
     assert a["trainer"]["iteration"] == b["trainer"]["iteration"]
-    for k in b["network"]:
-        assert torch.equal(a["network"][k], b["network"][k]), k
+    assert a["best"] == b["best"]  # which epoch is best, its score and file
+    for key in b:
+        if key not in ("trainer", "best"):
+            _tensors_equal(a[key], b[key], key)
+    _tensors_equal(torch.load(killed / sub / best, weights_only=True),
+                   torch.load(whole / sub / best, weights_only=True), best)
+
+
+def test_best_checkpoint_survives_a_resume_followed_by_worse_epochs(tmp_path):
+    """BestMetricState restores the key-metric record: after a resume, an epoch scoring worse than the best before
+    the interruption does not replace best_network.pt (without the record, the first validation after a resume
+    always wins)."""
+    from ignite.engine import Engine, Events
+    from monai.handlers import CheckpointSaver
+
+    from bundle.checkpoint import BestMetricState
+
+    net = torch.nn.Linear(1, 1)
+
+    def run(scores, state=None):
+        evaluator = Engine(lambda e, b: None)
+        evaluator.state.best_metric, evaluator.state.best_metric_epoch = -1, -1
+        saver = CheckpointSaver(str(tmp_path), {"network": net}, save_key_metric=True,
+                                key_metric_filename="best_network.pt")
+        saver.attach(evaluator)
+        best = BestMetricState(saver, evaluator)
+        if state is not None:
+            best.load_state_dict(torch.load(state, weights_only=True))
+
+        @evaluator.on(Events.EPOCH_COMPLETED)
+        def score(e):
+            e.state.metrics = {"val": scores[e.state.epoch - 1]}
+            e.state.key_metric_name = "val"
+            with torch.no_grad():
+                net.weight.fill_(scores[e.state.epoch - 1])
+
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, saver.metrics_completed)  # after `score`
+        evaluator.remove_event_handler(saver.metrics_completed, Events.EPOCH_COMPLETED)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, saver.metrics_completed)
+        evaluator.run(range(1), max_epochs=len(scores))
+        return best
+
+    first = run([1.0, 3.0])
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    assert torch.load(tmp_path / "best_network.pt", weights_only=True)["network"]["weight"].item() == 3.0
+    run([2.0, 2.5], state=tmp_path / "state.pt")  # both worse than 3.0: best_network.pt keeps the 3.0 weights
+    assert torch.load(tmp_path / "best_network.pt", weights_only=True)["network"]["weight"].item() == 3.0
+    run([2.0], state=None)  # the failure mode without the record: the worse epoch replaces the best
+    assert torch.load(tmp_path / "best_network.pt", weights_only=True)["network"]["weight"].item() == 2.0
 
 
 def test_resume_without_checkpoint_is_a_clear_error(phantom_dir, tmp_path):

@@ -1,13 +1,15 @@
 """Integration test of the MONAI Label sample app (monailabel_app/): a real `monailabel start_server` on 127.0.0.1,
 real inference requests, the returned NIfTI checked against the input's geometry, the server always stopped.
 
-Needs the optional environment of `make monailabel`; run with `make test-integration`. Elsewhere it skips.
+Needs the optional environment of `make monailabel`; run with `make test-integration`. Elsewhere it skips. The load test (a smaller run of bench/monailabel_load.py) also
+checks that the networks are built once and kept, and that bad requests are 4xx while the server keeps serving.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -139,3 +141,69 @@ def test_server_synthesizes_nifti_on_input_grid(tmp_path):
     finally:
         _stop(proc)
     assert proc.poll() is not None, "server still running after the test"
+
+
+def _load_bench():
+    """bench/monailabel_load.py (the load test) as a module: the test below is its smaller run."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import monailabel_load
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return monailabel_load
+
+
+@pytest.mark.skipif(not LAUNCHER.is_file() and not REQUIRED, reason=f"no `monailabel` launcher next to {sys.executable}")
+def test_server_under_load_keeps_networks_and_answers_bad_requests(tmp_path):
+    """4 concurrent + 6 sequential requests (2 steps) on a real server: every response a correct NIfTI, default-knob
+    responses identical (no knob leaks from the requests with their own seed), the networks built once (a server that
+    rebuilt them per request fails the /info/ counter and the log-line count), stable RSS, then the bad requests
+    (unknown image id / model, missing sequence, bad knobs) each a 4xx naming what is wrong, and a 200 after them."""
+    load = _load_bench()
+    res = load.run(concurrent=4, sequential=6, steps=2, rss_tolerance_mib=64.0, max_seconds=600, workdir=tmp_path)
+    assert res["networks_built"] == {"cmrdiff_lge": 1, "cmrdiff_t2": 0}
+    assert res["build_log_lines"] == 1
+    assert res["requests_counted"]["ok"] == 2 + 4 + 6 + 1 and res["requests_counted"]["failed"] == 0
+    bad = {b["name"]: b for b in res["bad"]}
+    assert bad["unknown image id"]["status"] == 404
+    assert "image id 'no_such_case_C0' not found in the datastore" in bad["unknown image id"]["detail"]
+    assert bad["missing sequence (task t2 needs DE)"]["status"] == 400
+    for name in ("num_inference_steps 0", 'num_inference_steps "abc"', "strength 1.5", "guidance_scale_1 -1",
+                 "num_samples 0"):
+        assert bad[name]["status"] == 400 and "must be" in bad[name]["detail"], bad[name]
+    assert res["rss_growth_mib"] <= 64.0
+    assert all(p["rpm"] > 0 for p in res["phases"])
+
+
+def test_knobs_are_validated_and_fresh_per_request():
+    """Knob checks of the infer task without a server: each bad value a RequestError naming the knob and its range;
+    a request without a knob gets the default, whatever an earlier request set."""
+    sys.path.insert(0, str(APP))
+    try:
+        from lib.infer_synthesis import RequestError, SynthesisInferTask
+    finally:
+        sys.path.remove(str(APP))
+    task = SynthesisInferTask(ROOT, "lge", {"num_inference_steps": "3"})
+    assert task.knobs({"seed": 7, "num_samples": 2})["seed"] == 7
+    k = task.knobs({})
+    assert k["seed"] == 0 and k["num_inference_steps"] == 3 and k["num_samples"] == task._config["num_samples"]
+    assert task.knobs({"seed": None})["seed"] is None  # null seed: allowed (not reproducible)
+    for bad, text in [({"num_inference_steps": 0}, "num_inference_steps must be an integer in [1, 1000]"),
+                      ({"num_inference_steps": "abc"}, "num_inference_steps must be an integer in [1, 1000]"),
+                      ({"num_inference_steps": 2.5}, "num_inference_steps must be"),
+                      ({"num_inference_steps": True}, "num_inference_steps must be"),
+                      ({"strength": 1.5}, "strength must be a number in (0.0, 1.0]"),
+                      ({"strength": 0}, "strength must be"),
+                      ({"guidance_scale_1": -1}, "guidance_scale_1 must be a number in [0.0, 100.0]"),
+                      ({"guidance_scale_2": "nan"}, "guidance_scale_2 must be"),
+                      ({"num_samples": 0}, "num_samples must be an integer in [1, 16]"),
+                      ({"seed": -1}, "seed must be an integer in [0, 4294967295]"),
+                      ({"cache_interval": 0}, "cache_interval must be"),
+                      ({"guide": "DE"}, "guide must be"),
+                      ({"guide": "C0"}, "residual true needs guide 'regression'"),
+                      ({"residual": "maybe"}, "residual must be true or false")]:
+        with pytest.raises(RequestError, match=re.escape(text)):
+            task.knobs(bad)
+    assert task.knobs({"guide": "C0", "residual": False})["guide"] == "C0"
+    with pytest.raises(RequestError, match="num_inference_steps must be"):
+        SynthesisInferTask(ROOT, "lge", {"num_inference_steps": "0"})  # a bad --conf default fails at start

@@ -1,9 +1,22 @@
 """MONAI Label InferTask that runs the bundle's own synthesis workflow (configs/common.yaml + configs/inference.yaml)
 for one case and returns the synthesized sequence as NIfTI on the input's grid.
 
-Nothing of the pipeline is duplicated: the task builds a ``monai.bundle.ConfigWorkflow`` from the bundle's configs,
-overrides ``task``, ``input_files``, ``case_name``, ``output_dir`` (a temporary folder) and the sampler knobs, runs
-its ``initialize`` and ``run`` lists, and hands the written ``<case>_<SEQ>_synth.nii.gz`` to the server.
+Nothing of the pipeline is duplicated: the task runs a ``monai.bundle.ConfigWorkflow`` of the bundle's configs with
+``task``, ``input_files``, ``case_name``, ``output_dir`` (a temporary folder) and the sampler knobs overridden, runs its
+``initialize`` and ``run`` lists, and hands the written ``<case>_<SEQ>_synth.nii.gz`` to the server.
+
+Networks stay loaded between requests: on the first request of a model (under the model's lock) one workflow is
+initialized in full, which builds the diffusion network, the autoencoder (+ its latent scale factor) and, when a
+request first asks for ``guide: regression``, the guide regressor, all with the shipped weights loaded. Every request
+then gets a fresh, cheap workflow (config parsing only) into which these objects are injected as overrides
+(``network``, ``autoencoder``, ``scale_factor``, ``guide_network``) and whose ``initialize`` list skips the
+weight loading; the sampler, data pipeline and evaluator are rebuilt from the config per request, so one request's
+knobs never leak into the next. ``networks_built`` in the model's ``/info/`` entry counts the builds (1 once used).
+
+Bad requests raise ``fastapi.HTTPException`` (MONAI Label's ``/infer`` endpoint lets it through as that status with
+``{"detail": message}``): an out-of-range or wrong-type knob or a missing condition image -> 400 naming the knob and
+its allowed range / the file looked for; input the bundle rejects (``bundle.errors.UserError``, unreadable NIfTI) ->
+400. The app (``main.py``) answers an unknown image id or model with 404 before the task runs.
 
 Where the two condition images come from (first match wins, per condition):
 1. request params naming them by sequence, e.g. ``{"C0": "/data/p1_bssfp.nii.gz", "T2": "/data/p1_t2.nii.gz"}``
@@ -15,6 +28,7 @@ Where the two condition images come from (first match wins, per condition):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -31,21 +45,72 @@ logger = logging.getLogger(__name__)
 SEQUENCES = ("C0", "DE", "T2")
 MYOPS_NAME = re.compile(r"^(?P<case>.+)_(?P<seq>C0|DE|T2)\.nii(\.gz)?$")
 # sampler knobs of configs/inference.yaml a request may set (defaults are read from the config itself)
-KNOBS = ("num_inference_steps", "guidance_scale_1", "guidance_scale_2", "strength", "guide", "num_samples", "seed",
-         "cache_interval")
+KNOBS = ("num_inference_steps", "guidance_scale_1", "guidance_scale_2", "strength", "guide", "residual", "num_samples",
+         "seed", "cache_interval")
+# allowed range of each numeric knob: (type, low, high, low inclusive); the server bounds num_samples (memory) and the
+# step count (DDIM cannot take more steps than the schedule's num_train_timesteps = 1000)
+MAX_STEPS, MAX_SAMPLES, MAX_SEED = 1000, 16, 2**32 - 1  # numpy's seed range (set_determinism seeds numpy too)
+RANGES = {
+    "num_inference_steps": (int, 1, MAX_STEPS, True),
+    "guidance_scale_1": (float, 0.0, 100.0, True),
+    "guidance_scale_2": (float, 0.0, 100.0, True),
+    "strength": (float, 0.0, 1.0, False),
+    "num_samples": (int, 1, MAX_SAMPLES, True),
+    "seed": (int, 0, MAX_SEED, True),
+    "cache_interval": (int, 1, MAX_STEPS, True),
+}
+
+
+def _malloc_trim() -> None:
+    """Hand the heap memory freed by a request back to the OS (glibc ``malloc_trim``; a no-op elsewhere): without it
+    the RSS keeps the high-water mark of the largest request (e.g. one with more num_samples) for good."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 class RequestError(ValueError):
     """A bad request (missing condition image, bad parameter, input the bundle rejects); answered with HTTP 400."""
 
 
-def _http_error(msg: str) -> Exception:
-    try:  # inside the server: a 400 with the message instead of a bare 500
+def _http_error(msg: str, status: int = 400) -> Exception:
+    try:  # inside the server: a 4xx with the message instead of a bare 500
         from fastapi import HTTPException
 
-        return HTTPException(status_code=400, detail=msg)
+        return HTTPException(status_code=status, detail=msg)
     except ImportError:  # pragma: no cover - fastapi is a server dependency
         return RequestError(msg)
+
+
+def _range_text(name: str) -> str:
+    typ, lo, hi, lo_incl = RANGES[name]
+    return f"{'an integer' if typ is int else 'a number'} in {'[' if lo_incl else '('}{lo}, {hi}]"
+
+
+def validate_knob(name: str, value: Any) -> Any:
+    """``value`` of knob ``name`` (after :func:`_cast`) checked against :data:`RANGES`; a RequestError naming the knob
+    and its allowed range otherwise."""
+    if name == "seed" and value is None:  # null seed: not reproducible, allowed as in the bundle
+        return None
+    if name not in RANGES:
+        return value
+    typ, lo, hi, lo_incl = RANGES[name]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (lo <= value if lo_incl else lo < value) and value <= hi
+    if not ok:
+        raise RequestError(f"{name} must be {_range_text(name)}, got {value!r}")
+    return value
 
 
 def _cast(name: str, value: Any, default: Any) -> Any:
@@ -57,18 +122,29 @@ def _cast(name: str, value: Any, default: Any) -> Any:
         if v not in (*SEQUENCES, "regression"):
             raise RequestError(f"guide must be one of {[*SEQUENCES, 'regression']} or null, got {value!r}")
         return v
+    if name == "seed" and (value is None or str(value).strip().lower() in ("none", "null")):
+        return None
     try:
         if isinstance(default, bool):
-            return str(value).strip().lower() in ("1", "true", "yes")
+            v = str(value).strip().lower()
+            if v in ("1", "true", "yes"):
+                return True
+            if v in ("0", "false", "no"):
+                return False
+            raise ValueError
+        if isinstance(value, bool):  # JSON true/false is no number
+            raise ValueError
         if isinstance(default, int):
             f = float(value)
-            if f != int(f):
+            if not math.isfinite(f) or f != int(f):
                 raise ValueError
             return int(f)
         if isinstance(default, float):
             return float(value)
-    except (TypeError, ValueError):
-        raise RequestError(f"{name} must be a {type(default).__name__}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        what = "true or false" if isinstance(default, bool) else (
+            _range_text(name) if name in RANGES else f"a {type(default).__name__}")
+        raise RequestError(f"{name} must be {what}, got {value!r}") from None
     return value
 
 
@@ -93,8 +169,16 @@ class SynthesisInferTask(InferTask):
         self._types = dict(defaults, num_inference_steps=0, num_samples=0, seed=0, cache_interval=0)
         for k in KNOBS:  # app-level defaults, e.g. `--conf num_inference_steps 10`
             if k in conf:
-                defaults[k] = _cast(k, conf[k], self._types[k]) if k != "guide" else (conf[k] or "")
-        self._lock = threading.Lock()  # one synthesis at a time (set_determinism and the networks are global)
+                defaults[k] = validate_knob(k, _cast(k, conf[k], self._types[k])) if k != "guide" else (conf[k] or "")
+        # one synthesis at a time per model: the shared networks, the sampler's global RNG seeding (set_determinism)
+        self._lock = threading.Lock()
+        self._base = None  # the first workflow, initialized once: holds the networks (see _networks)
+        self._nets: Dict[str, Any] = {}
+        self._skip_init: list = []  # the config's `initialize` list without the weight loading
+        self._extra: Dict[str, Any] = {}  # further per-request overrides (no PNG preview)
+        self.networks_built = 0  # how often the networks were built (and weights loaded): 1 once the model is used
+        self.requests = {"ok": 0, "rejected": 0, "failed": 0}
+        self._stats_lock = threading.Lock()
         super().__init__(
             type=InferType.OTHERS,
             labels=None,
@@ -118,21 +202,32 @@ class SynthesisInferTask(InferTask):
 
     def info(self) -> Dict[str, Any]:
         d = super().info()
-        d.update(target=self.target, conditions=self.conditions, task=self.task)
+        d.update(target=self.target, conditions=self.conditions, task=self.task,
+                 networks_built=self.networks_built, networks_loaded=sorted(self._nets), requests=dict(self.requests),
+                 knob_ranges={k: _range_text(k) for k in RANGES})
         return d
+
+    def _count(self, outcome: str) -> None:
+        with self._stats_lock:
+            self.requests[outcome] += 1
 
     def __call__(self, request) -> Tuple[Union[str, None], Dict]:
         try:
-            return self._run(dict(request))
+            out = self._run(dict(request))
         except RequestError as e:
+            self._count("rejected")
             raise _http_error(str(e)) from e
         except Exception as e:  # noqa: BLE001 - bad input the bundle rejects becomes a 400, bugs stay 500
             from bundle.__main__ import USER_ERRORS, root_cause
 
             root = root_cause(e)
             if isinstance(root, USER_ERRORS) or "nibabel" in type(root).__module__:
+                self._count("rejected")
                 raise _http_error(str(root).strip().strip('"') or type(root).__name__) from e
+            self._count("failed")
             raise
+        self._count("ok")
+        return out
 
     # -- implementation -------------------------------------------------------------------------------------------
     def condition_files(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, str]]:
@@ -162,41 +257,98 @@ class SynthesisInferTask(InferTask):
                                        f"{found[0]} not found; put it next to {Path(image).name} or pass "
                                        f'params {{"{c}": "<path>"}}')
                 files[c] = str(hit)
+            elif not image:
+                raise RequestError(f"no input image: give an image id of the datastore, upload a file, or pass "
+                                   f"the conditions of task {self.task} as params, e.g. "
+                                   f'{{"{self.conditions[0]}": "<path>", "{self.conditions[1]}": "<path>"}}')
             else:
                 raise RequestError(f"task {self.task} needs {' and '.join(self.conditions)}: the image "
-                                   f"{Path(image).name if image else '(none)'} is not named <case>_<C0|DE|T2>.nii.gz, "
+                                   f"{Path(image).name} is not named <case>_<C0|DE|T2>.nii.gz, "
                                    f"so pass the conditions as params, e.g. "
                                    f'{{"{self.conditions[0]}": "<path>", "{self.conditions[1]}": "<path>"}}')
         return case, files
 
-    def _run(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
-        from monai.bundle import ConfigWorkflow
-
-        case, files = self.condition_files(request)
+    def knobs(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        """The sampler knobs of this request: each from the request, else the task's default (config/--conf), cast
+        and checked against its allowed range (a RequestError naming the knob otherwise). Built fresh per request,
+        so nothing of one request carries over to the next."""
         knobs = {}
         for k in KNOBS:
-            v = request.get(k, self._config.get(k))
-            knobs[k] = _cast(k, v, self._types[k])
+            v = request[k] if k in request else self._config.get(k)
+            knobs[k] = validate_knob(k, _cast(k, v, self._types[k]))
+        g = knobs["guide"]
+        if g in SEQUENCES and g not in self.conditions:
+            raise RequestError(f"guide must be 'regression', 'default' (null) or a condition of task {self.task} "
+                               f"({' or '.join(self.conditions)}), got {g!r}")
+        if knobs["residual"] and g != "regression":
+            raise RequestError(f"residual true needs guide 'regression' (got guide {g or 'default'!r}): "
+                               "pass residual false to start from a condition sequence")
+        return knobs
+
+    def _workflow(self, **override: Any):
+        from monai.bundle import ConfigWorkflow
+
+        return ConfigWorkflow(
+            config_file=self.config_files,
+            meta_file=str(self.bundle_root / "configs" / "metadata.json"),
+            logging_file=False,  # keep the server's logging as it is
+            workflow_type="infer",
+            bundle_root=str(self.bundle_root),
+            profile=self.profile,
+            task=self.task,
+            **override,
+        )
+
+    def _networks(self, guide: bool) -> Dict[str, Any]:
+        """The model's networks with their weights, built on first use and kept: ``network`` (diffusion net),
+        ``autoencoder``, ``scale_factor`` and, once a request asks for ``guide: regression``, ``guide_network``.
+        Called under ``self._lock``."""
+        if self._base is None:
+            t0 = time.time()
+            tmp = Path(tempfile.mkdtemp(prefix="cmrdiff_monailabel_init_"))
+            try:
+                # the config's own initialize list builds the networks and loads the weights; guide `regression` so
+                # that `guide_network` resolves to the regressor when first asked for
+                base = self._workflow(output_dir=str(tmp), guide="regression")
+                base.initialize()
+                p = base.parser
+                nets = {k: p.get_parsed_content(k) for k in ("network", "autoencoder", "scale_factor")}
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            init = list(p.get("initialize"))
+            skip = [e for e in init if not ("load_diffusion" in str(e) or "load_weights" in str(e))]
+            if len(skip) == len(init):  # a request workflow would load the weights again: refuse, loudly
+                raise RuntimeError("configs/inference.yaml `initialize` has no weight-loading step (load_diffusion) "
+                                   "to skip per request; update monailabel_app/lib/infer_synthesis.py")
+            extra = {}
+            if str(p.get("postprocessing#transforms#0#_target_", "")).endswith("SaveSynthesisd"):
+                extra["postprocessing#transforms#0#preview"] = False  # the server returns the NIfTI only
+            self._base, self._nets, self._skip_init, self._extra = base, nets, skip, extra
+            self.networks_built += 1
+            logger.info(f"CMRDiff {self.task}: networks built and weights loaded in {time.time() - t0:.2f} s "
+                        f"(build {self.networks_built}); kept for later requests")
+        if guide and "guide_network" not in self._nets:
+            self._nets["guide_network"] = self._base.parser.get_parsed_content("guide_network")
+            logger.info(f"CMRDiff {self.task}: guide regressor loaded; kept for later requests")
+        return dict(self._nets, guide_network=self._nets.get("guide_network") if guide else None)
+
+    def _run(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        # cheap checks first, outside the lock: a bad request never waits behind a synthesis
+        case, files = self.condition_files(request)
+        knobs = self.knobs(request)
         out_dir = Path(tempfile.mkdtemp(prefix="cmrdiff_monailabel_"))
         t0 = time.time()
         try:
             with self._lock:
-                wf = ConfigWorkflow(
-                    config_file=self.config_files,
-                    meta_file=str(self.bundle_root / "configs" / "metadata.json"),
-                    logging_file=False,  # keep the server's logging as it is
-                    workflow_type="infer",
-                    bundle_root=str(self.bundle_root),
-                    profile=self.profile,
-                    task=self.task,
-                    input_files=files,
-                    case_name=case,
-                    output_dir=str(out_dir),
-                    **knobs,
-                )
+                wait = time.time() - t0
+                nets = self._networks(guide=knobs["guide"] == "regression")
+                wf = self._workflow(input_files=files, case_name=case, output_dir=str(out_dir),
+                                    initialize=list(self._skip_init), **self._extra, **nets, **knobs)
                 wf.initialize()
                 wf.run()
                 wf.finalize()
+                del wf
+                _malloc_trim()
             synth = out_dir / f"{case}_{self.target}_synth.nii.gz"
             if not synth.is_file():
                 raise RuntimeError(f"the synthesis workflow did not write {synth}")
@@ -206,12 +358,12 @@ class SynthesisInferTask(InferTask):
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
         latency = round(time.time() - t0, 3)
-        logger.info(f"CMRDiff {self.task}: {case} -> {result} in {latency} s")
+        logger.info(f"CMRDiff {self.task}: {case} -> {result} in {latency} s (waited {wait:.2f} s for the lock)")
         return result, {
             "task": self.task,
             "target": self.target,
             "case": case,
             "conditions": files,
             "params": knobs,
-            "latencies": {"total": latency},
+            "latencies": {"total": latency, "lock_wait": round(wait, 3)},
         }
