@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,12 @@ def main() -> None:
             "Trainers built from the workflow configs (cpu profile) on the phantom, one process each "
             "(`bench/bench_training.py`); slices/s after 3 warm-up iterations, peak RSS of that process.\n\n"
             + "\n".join(training) + "\n")
+    # sections written by other benchmarks between their own markers (e.g. bench/monailabel_load.py) are kept
+    if args.out.is_file():
+        kept = re.findall(r"\n?<!-- (\w+):begin -->.*?<!-- \1:end -->\n?", args.out.read_text(), flags=re.S)
+        for name in kept:
+            block = re.search(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", args.out.read_text(), flags=re.S)
+            text += "\n" + block.group(0) + "\n"
     args.out.write_text(text)
     print(text)
 

@@ -141,3 +141,17 @@ def test_model_pt_is_the_default_inference_model_and_loads_into_network_def():
     ckpt = torch.load(ROOT / "models/model.pt", weights_only=True)
     net.load_state_dict(ckpt["state_dict"], strict=True)
     assert diffusion_weights_path(ROOT / "models", "cpu", "lge") == default
+
+
+def test_metadata_data_formats_are_generated_from_the_configs():
+    """``network_data_format``/``autoencoder_data_format`` equal what bundle.metadata derives from common.yaml (make
+    results writes them), and follow a profile change (tiny: 4 latent channels at 16x16)."""
+    from bundle.metadata import data_formats
+
+    m = meta()
+    generated = data_formats()
+    assert m["network_data_format"] == generated["network_data_format"]
+    assert m["autoencoder_data_format"] == generated["autoencoder_data_format"]
+    tiny = data_formats(profile="tiny")["network_data_format"]
+    assert tiny["inputs"]["image"]["num_channels"] == 16 and tiny["inputs"]["image"]["spatial_shape"] == [16, 16]
+    assert list(tiny["inputs"]["image"]["channel_def"]) == ["0-3", "4-7", "8-11", "12-15"]
