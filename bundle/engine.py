@@ -62,12 +62,17 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
     ``class_labels`` (B,). ``target`` is the noise (epsilon) or, with a v-prediction ``scheduler``, the velocity.
     ``seed`` makes noise, timesteps and dropout a function of the batch's slices (reproducible validation loss).
     ``joint_dropout`` drops the two conditions only together (the plain-LDM baseline's single-scale CFG).
+    ``max_timestep`` < ``num_train_timesteps`` trains only the noise levels t < max_timestep, the ones a sampler
+    started at ``strength`` ≤ max_timestep / num_train_timesteps visits (SDEdit from the regression guide).
     """
 
     def __init__(self, num_train_timesteps: int, task: str, tasks: Mapping[str, Mapping], latent_channels: int,
                  drop_prob: float = 0.05, scheduler: nn.Module | None = None, seed: int | None = None,
-                 joint_dropout: bool = False) -> None:
+                 joint_dropout: bool = False, max_timestep: int | None = None) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
+        self.max_timestep = num_train_timesteps if max_timestep is None else int(max_timestep)
+        if not 1 <= self.max_timestep <= num_train_timesteps:
+            raise ConfigError(f"max_train_timestep must be in [1, {num_train_timesteps}], got {max_timestep}")
         if not 0 <= drop_prob <= (1.0 if joint_dropout else 1 / 3):
             raise ConfigError(f"drop_prob must be in [0, {'1' if joint_dropout else '1/3'}], got {drop_prob}")
         self.joint_dropout = joint_dropout
@@ -89,7 +94,7 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         target = lat[torch.arange(b), tgt]
         cond = (lat * keep.view(b, 3, 1, 1, 1)).view(b, 3 * self.lc, h, w)
         noise = torch.randn(target.shape, generator=g)
-        timesteps = torch.randint(0, self.num_train_timesteps, (b,), generator=g).long()
+        timesteps = torch.randint(0, self.max_timestep, (b,), generator=g).long()
         mask = batchdata.get("mask")
         mask = latent_mask(mask, (h, w)) if mask is not None else torch.zeros(b, 1, h, w)
         to = dict(device=device, non_blocking=non_blocking)

@@ -8,6 +8,7 @@ from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
 from bundle.engine import CMRDiffPrepareBatch, CMRDiffTrainInferer, condition_dropout, encode_slices, task_slots
+from bundle.errors import ConfigError
 from bundle.losses import latent_mask
 
 LC, H, W, IMG = 4, 16, 16, 64
@@ -239,3 +240,13 @@ def test_encode_slices_latent_is_scaled_mu(parser):
                 mu = ae.encode(s["image"][k][None, None])[0][0]
                 torch.testing.assert_close(o["latent"][k * LC : (k + 1) * LC], mu * scale, atol=1e-5, rtol=1e-4)
     assert "latent" not in slices[0]  # the input dicts are not modified
+
+
+def test_prepare_batch_max_timestep_restricts_the_trained_noise_levels(tasks):
+    """max_timestep 300: every timestep < 300 (the default draws over the whole [0, 1000) range); out of range is
+    a ConfigError naming the field."""
+    full = _prep(tasks, "lge")(_batch(64))[3]["timesteps"]
+    low = _prep(tasks, "lge", max_timestep=300)(_batch(64))[3]["timesteps"]
+    assert (low < 300).all() and (full >= 300).any()
+    with pytest.raises(ConfigError, match="max_train_timestep"):
+        _prep(tasks, "lge", max_timestep=0)
