@@ -96,12 +96,52 @@ def discover_cases(
     return cases
 
 
+_FLAT = re.compile(r"^(.+_(\d+))_(C0|DE|T2)\.nii(\.gz)?$")
+
+
+def discover_flat_cases(dataset_dir: str | Path, case_ids: Sequence[int], required: Sequence[str] = SEQUENCES,
+                        ) -> list[dict[str, str]]:
+    """Cases of a flat folder ``<name>_<id>_{C0,DE,T2}.nii.gz`` (e.g. MyoPS++ centre D: ``myopspp_4001_C0.nii.gz``),
+    restricted to ``case_ids`` (every case when empty), sorted by id; a label ``<name>_<id>_gd.nii.gz`` in the same
+    folder is added when present. No split rule: the ids are the selection."""
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise DataError(f"dataset_dir {str(root)!r} is not a directory")
+    want = {int(i) for i in case_ids or ()}
+    found: dict[str, dict[str, str]] = {}
+    ids: dict[str, int] = {}
+    for f in sorted(root.iterdir()):
+        m = _FLAT.match(f.name)
+        if m and (not want or int(m.group(2)) in want):
+            found.setdefault(m.group(1), {"case": m.group(1)})[m.group(3)] = str(f)
+            ids[m.group(1)] = int(m.group(2))
+    missing_ids = sorted(want - set(ids.values()))
+    if missing_ids:
+        raise DataError(f"case ids {missing_ids} not found in {root} (expected <name>_<id>_C0.nii.gz, ...)")
+    cases = []
+    for case in sorted(found, key=lambda c: ids[c]):
+        item = found[case]
+        missing = [q for q in required if q not in item]
+        if missing:
+            raise DataError(f"case {case} in {root} lacks sequence file(s) {missing}")
+        for ext in (".nii.gz", ".nii"):
+            if (root / f"{case}_gd{ext}").is_file():
+                item["gd"] = str(root / f"{case}_gd{ext}")
+                break
+        cases.append(item)
+    if not cases:
+        raise DataError(f"no <name>_<id>_{{C0,DE,T2}}.nii.gz cases in {root}")
+    return cases
+
+
 def check_geometry(shapes: dict[str, tuple], affines: dict[str, np.ndarray], files: dict[str, str]) -> None:
     """Refuse a case whose sequences/label differ in shape or affine, or are not 3D volumes."""
     keys = list(shapes)
     for k in keys:
         if len(shapes[k]) != 3:
-            raise DataError(f"{files[k]}: expected a 3D volume (X, Y, slices), got shape {tuple(shapes[k])}")
+            kind = " (a 4D series such as cine: pass one time frame per file)" if len(shapes[k]) == 4 else ""
+            raise DataError(f"{files[k]}: expected a 3D volume (X, Y, slices): a 2D multi-slice short-axis stack, "
+                            f"got shape {tuple(shapes[k])}{kind}")
     ref = keys[0]
     for k in keys[1:]:
         if tuple(shapes[k]) != tuple(shapes[ref]):

@@ -1,5 +1,6 @@
 """Evaluation protocol: per-slice PSNR and SSIM of the synthesis against the reference sequence, on the
-256×256 native field of view in normalised [0, 1] units (data range 1), over the whole field of view and
+model's 256×256 field of view (after the in-plane resampling to ``target_spacing``: 186.6 mm; or the native grid with
+``target_spacing: native``) in normalised [0, 1] units (data range 1), over the whole field of view and
 inside the myocardium ({200, 1220, 2221}: PSNR over its voxels, SSIM over its bounding box), plus the clinical
 fidelity and realism columns of :mod:`bundle.clinical` (docs/clinical_metrics.md).
 Writes ``metrics.csv`` (one row per slice) and ``summary.json`` (mean ± std over slices and over cases; the clinical

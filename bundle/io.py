@@ -15,7 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from bundle.data import SEQUENCES, DataError
-from bundle.transforms import paste_fov
+from bundle.transforms import fov_offsets, paste_fov
 
 
 def check_output_dir(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
@@ -51,8 +51,9 @@ def atomic_write(path: Path, write) -> Path:
 
 
 def save_nifti_like(volume: np.ndarray, reference: str | Path, path: str | Path,
-                    protected: Sequence[str | Path] = ()) -> Path:
-    """Write ``volume`` (X, Y, S) float32 with ``reference``'s affine and header, atomically.
+                    protected: Sequence[str | Path] = (), descrip: str | None = None) -> Path:
+    """Write ``volume`` (X, Y, S) float32 with ``reference``'s affine and header, atomically; ``descrip`` (at most
+    80 characters, longer is cut) replaces the header's description.
 
     Refuses to write onto ``reference`` or any path in ``protected`` (the inputs)."""
     path = Path(path)
@@ -65,6 +66,8 @@ def save_nifti_like(volume: np.ndarray, reference: str | Path, path: str | Path,
     img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
     img.set_qform(ref.affine, code=int(ref.header["qform_code"]) or 1)
     img.set_sform(ref.affine if int(ref.header["sform_code"]) else None, code=int(ref.header["sform_code"]))
+    if descrip is not None:
+        img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
     return atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
@@ -83,20 +86,117 @@ def save_png(tiles: Sequence[np.ndarray], titles: Sequence[str], path: str | Pat
     return atomic_write(Path(path), lambda tmp: canvas.save(tmp, format="PNG"))
 
 
-class SaveSynthesisd(MapTransform):
-    """Evaluator post-processing: writes ``<case>_<SEQ>_<suffix>.nii.gz`` (suffix ``synth``) (and ``_uncertainty`` when the
-    inferer produced one) on the grid of the case's first condition file, plus ``<case>_<SEQ>_synth.png``.
+def try_call(fn, default=None):
+    """``fn()``, or ``default`` when it raises (config helper: optional provenance entries)."""
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001
+        return default
 
-    ``pred`` (1, fov, fov, S) is pasted into the native grid (0 outside the field of view). ``image``
-    (3, fov, fov, S) provides the conditions and, when present, the reference for the preview.
+
+def to_input_grid(volume: np.ndarray, field_affine: np.ndarray, reference: str | Path,
+                  mode: str = "bilinear") -> np.ndarray:
+    """Map ``volume`` (X', Y', S) on the processing grid (``field_affine``: reoriented, resampled) back onto the
+    grid of the NIfTI file ``reference`` (its shape and affine), with MONAI ``ResampleToMatch`` (``mode``; border
+    padding). The identity (native-grid path) is returned unchanged."""
+    from monai.data import MetaTensor
+    from monai.transforms import ResampleToMatch
+
+    ref = nib.load(str(reference))
+    src_aff = np.asarray(field_affine, dtype=np.float64)
+    vol = np.asarray(volume, dtype=np.float32)
+    if tuple(vol.shape) == tuple(ref.shape[:3]) and np.allclose(src_aff, ref.affine, atol=1e-4):
+        return vol
+    src = MetaTensor(torch.as_tensor(vol)[None], affine=torch.as_tensor(src_aff))
+    dst = MetaTensor(torch.zeros((1, *ref.shape[:3])), affine=torch.as_tensor(np.asarray(ref.affine, np.float64)))
+    out = ResampleToMatch(mode=mode, padding_mode="border", dtype=torch.float64)(src, img_dst=dst)
+    return np.asarray(out.as_tensor()[0].float().cpu().numpy())
+
+
+def feather_weight(fov: int, field_shape: Sequence[int], feather: int) -> np.ndarray:
+    """Blend weight (X', Y') of the FOV synthesis pasted into the field: 1 inside the FOV, falling linearly to 0
+    over its outer ``feather`` voxels (only on sides where the field extends beyond the FOV), 0 outside."""
+    w = np.zeros(tuple(field_shape[:2]), np.float32)
+    ox, oy = fov_offsets(field_shape, fov)
+    ramp = []
+    for n, o in ((field_shape[0], ox), (field_shape[1], oy)):
+        r = np.ones(fov, np.float32)
+        if feather > 0 and o > 0:  # the field extends beyond the FOV on this axis
+            k = np.minimum(np.arange(fov) + 1, np.arange(fov)[::-1] + 1) / float(feather)
+            r = np.clip(k, 0, 1).astype(np.float32)
+        ramp.append(r)
+    slab = (ramp[0][:, None] * ramp[1][None, :])[..., None]
+    return paste_fov(slab, (*field_shape[:2], 1))[..., 0]
+
+
+@torch.inference_mode()
+def regression_fill(field: torch.Tensor, target: int, network: torch.nn.Module, fov: int,
+                    image_size: int | None) -> torch.Tensor:
+    """The image-space regressor (fully convolutional, input ``bundle.regression.translation_inputs``) on every
+    slice of the whole ``field`` (3, X', Y', S) at the model's pixel scale (area-downsampled by ``image_size/fov``,
+    bicubic back): (X', Y', S) in [0, 1]."""
+    from bundle.regression import translation_inputs
+
+    dev = next(network.parameters()).device
+    x = torch.as_tensor(field).float().permute(3, 0, 1, 2).to(dev)  # (S, 3, X', Y')
+    nx, ny = x.shape[2:]
+    scale = (image_size or fov) / fov
+    size = (max(1, round(nx * scale)), max(1, round(ny * scale)))
+    small = torch.nn.functional.interpolate(x, size=size, mode="area") if size != (nx, ny) else x
+    px, py = (-size[0]) % 16, (-size[1]) % 16  # BasicUNet: 4 poolings
+    small = torch.nn.functional.pad(small, (0, py, 0, px))
+    tgt = torch.full((small.shape[0],), int(target), dtype=torch.long, device=dev)
+    out = network(translation_inputs(small, tgt))[:, :, : size[0], : size[1]]
+    if size != (nx, ny):
+        out = torch.nn.functional.interpolate(out, size=(nx, ny), mode="bicubic", align_corners=False)
+    return out[:, 0].permute(1, 2, 0).clamp(0, 1).float().cpu()
+
+
+def sliding_fill(field: torch.Tensor, inferer, network, fov: int, overlap: float = 0.25) -> torch.Tensor:
+    """The synthesis ``inferer(volumes (B, 3, fov, fov, S), network)`` over the whole ``field`` (3, X', Y', S) with
+    a MONAI ``SlidingWindowInferer`` (fov x fov windows, ``overlap``, gaussian blending): (X', Y', S)."""
+    from monai.inferers import SlidingWindowInferer
+
+    x = torch.as_tensor(field).float().permute(3, 0, 1, 2)  # (S, 3, X', Y')
+    sw = SlidingWindowInferer(roi_size=(fov, fov), sw_batch_size=4, overlap=overlap, mode="gaussian",
+                              padding_mode="constant")
+
+    def predictor(w: torch.Tensor) -> torch.Tensor:  # (n, 3, fov, fov) windows -> (n, 1, fov, fov)
+        return inferer(w.permute(1, 2, 3, 0)[None], network)[0].permute(3, 0, 1, 2)
+
+    with torch.inference_mode():
+        out = sw(x, predictor)
+    return out[:, 0].permute(1, 2, 0).clamp(0, 1).float().cpu()
+
+
+class SaveSynthesisd(MapTransform):
+    """Evaluator post-processing: writes ``<case>_<SEQ>_<suffix>.nii.gz`` (suffix ``synth``) (and ``_uncertainty``
+    when the inferer produced one) on the grid of the case's first condition file, its sidecar
+    ``<case>_<SEQ>_<suffix>.json``, plus the preview ``<case>_<SEQ>_<suffix>.png``.
+
+    ``pred`` (1, fov, fov, S) is the synthesis of the model's field of view. With ``field`` (3, X', Y', S: the whole
+    reoriented, resampled and normalised input field) and ``field_affine``, the whole field is synthesized: the FOV
+    synthesis is pasted into ``fill`` and blended with a ``feather``-voxel linear ramp at the FOV border, where
+    ``fill`` is the image-space regressor on the whole field (``fill_network``, default: the inferer's
+    ``guide_network``, the regressor of ``guide: regression``), or, without one, the inferer itself in sliding
+    fov x fov windows (``network`` needed), or, for a reconstruction (target among the conditions), the input. The
+    result is mapped back onto the input's grid (MONAI ``ResampleToMatch``) and keeps the input's affine and header.
+    Without ``field`` (old callers) ``pred`` is pasted into the native grid (0 outside the field of view).
+    ``image`` (3, fov, fov, S) provides the conditions for a preview without ``field``.
+    ``provenance`` (task, knobs, ``weights`` {name: path}) goes into the sidecar, with each weights file's md5.
     """
 
     def __init__(self, output_dir: str | Path, target: str, conditions: Sequence[str], inferer=None,
                  keys: KeysCollection = "pred", preview: bool = True, suffix: str = "synth",
-                 pred_channel: int = 0) -> None:
+                 pred_channel: int = 0, fill_network=None, network=None, feather: int = 16,
+                 image_size: int | None = None, provenance: Mapping | None = None) -> None:
         super().__init__(keys)
         self.output_dir, self.target, self.conditions = Path(output_dir), target, list(conditions)
         self.inferer, self.preview, self.suffix, self.pred_channel = inferer, preview, suffix, pred_channel
+        self.fill_network, self.network, self.feather = fill_network, network, int(feather)
+        self.image_size = image_size if image_size is not None else getattr(inferer, "image_size", None)
+        self.provenance = dict(provenance or {})
+        self._md5: dict[str, str] = {}
         self.written: list[Path] = []
         self._unc: tuple[object, int] = (None, 0)  # (the inferer's current uncertainty batch, next item in it)
 
@@ -110,27 +210,102 @@ class SaveSynthesisd(MapTransform):
         self._unc = (unc, k + 1)  # holds the batch: a new batch is a new object (its id is never reused meanwhile)
         return unc[min(k, unc.shape[0] - 1), 0].float().cpu().numpy()
 
+    def fill(self, field: torch.Tensor) -> tuple[np.ndarray, str]:
+        """(X', Y', S) synthesis of the whole field, and the method's name."""
+        t = SEQUENCES.index(self.target)
+        if self.target in self.conditions:
+            return np.asarray(field[t], np.float32), "input"
+        net = self.fill_network if self.fill_network is not None else getattr(self.inferer, "guide_network", None)
+        if net is not None:
+            return regression_fill(field, t, net, self._fov, self.image_size).numpy(), "regression"
+        if self.network is not None and self.inferer is not None:
+            return sliding_fill(field, self.inferer, self.network, self._fov).numpy(), "sliding_window"
+        raise DataError("whole-field synthesis needs a fill_network, the inferer's guide_network or the network "
+                        "(for sliding windows); none was given to SaveSynthesisd")
+
+    def weights_md5(self) -> dict:
+        out = {}
+        for name, path in (self.provenance.get("weights") or {}).items():
+            if path is None:
+                continue
+            if str(path) not in self._md5:
+                from bundle.weights import file_md5
+
+                self._md5[str(path)] = file_md5(path) if Path(path).is_file() else None
+            out[name] = {"path": str(path), "md5": self._md5[str(path)]}
+        return out
+
     def __call__(self, data: Mapping) -> dict:
+        import json
+
         d = dict(data)
         case = d["case"]
         inputs = [str(d[f"{s}_path"]) for s in SEQUENCES if f"{s}_path" in d]
         ref = str(d[f"{self.conditions[0]}_path"])
         native = nib.load(ref).shape
         pred = torch.as_tensor(d["pred"]).detach().float().cpu().numpy()[self.pred_channel]
-        out = self.output_dir / f"{case}_{self.target}_{self.suffix}.nii.gz"
-        self.written.append(save_nifti_like(paste_fov(pred, native), ref, out, inputs))
+        self._fov = pred.shape[0]
+        base = f"{case}_{self.target}_{self.suffix}"
+        out = self.output_dir / f"{base}.nii.gz"
         u = self._uncertainty()
+        field = d.get("field")
+        norm = json.loads(d["norm"]) if isinstance(d.get("norm"), str) else None
+        geometry = json.loads(d["geometry"]) if isinstance(d.get("geometry"), str) else None
+        if field is not None:
+            field = torch.as_tensor(field).detach().float().cpu()
+            faff = np.asarray(torch.as_tensor(d["field_affine"]).double().cpu().numpy())
+            fill, method = self.fill(field)
+            w = feather_weight(self._fov, fill.shape, self.feather)[..., None]
+            whole = w * paste_fov(pred, fill.shape) + (1 - w) * fill
+            vol = np.clip(to_input_grid(whole, faff, ref), 0, 1)
+        else:
+            whole, method, vol = None, "none (0 outside the field of view)", paste_fov(pred, native)
+        t = SEQUENCES.index(self.target)
+        win = norm[t] if norm else None
+        if win and win.get("present"):
+            units = (f"[0,1]=[p{win['percentiles'][0]},p{win['percentiles'][1]}] of FOV" if win["signed"]
+                     else f"[0,1]=[0,p{win['percentiles'][1]}] of FOV")
+        else:
+            units = "[0,1]=target window [0,p99.5] of FOV (training protocol)"
+        descrip = f"CMRDiff {self.provenance.get('task', '')} {self.target} {self.suffix} {units}"
+        case_files = [save_nifti_like(vol, ref, out, inputs, descrip=descrip)]
         if u is not None:
-            self.written.append(save_nifti_like(paste_fov(u, native), ref, self.output_dir /
-                                                f"{case}_{self.target}_uncertainty.nii.gz", inputs))
+            uvol = paste_fov(u, field.shape[1:]) if field is not None else None
+            uvol = np.clip(to_input_grid(uvol, faff, ref), 0, None) if uvol is not None else paste_fov(u, native)
+            case_files.append(save_nifti_like(uvol, ref, self.output_dir / f"{case}_{self.target}_uncertainty.nii.gz",
+                                              inputs, descrip=f"CMRDiff {self.target} std of samples, FOV only"))
+        self.written += case_files
+        sidecar = {
+            "file": out.name, "case": case, "target": self.target, "conditions": self.conditions,
+            "inputs": {s: str(d[f"{s}_path"]) for s in SEQUENCES if f"{s}_path" in d},
+            "units": "normalised [0, 1], not scanner units: 0 and 1 are the ends of the target sequence's "
+                     "intensity window (training protocol [0, p99.5] of the field of view; a given signed reference: "
+                     "its [p0.5, p99.5]); see `descrip` and `normalisation`",
+            "descrip": descrip[:79],
+            **{k: v for k, v in self.provenance.items() if k != "weights"},
+            "weights": self.weights_md5(),
+            "normalisation": norm,
+            "geometry": dict(geometry or {}, fov_voxels=self._fov,
+                             fov_mm=None if not geometry or geometry.get("target_spacing_mm") is None
+                             else round(self._fov * geometry["target_spacing_mm"], 2)),
+            "whole_field": {"method": method, "feather_voxels": self.feather if field is not None else None,
+                            "note": "the field of view is synthesized by the model; outside it, by `method`, "
+                                    "blended over `feather_voxels` at the FOV border"},
+            "outputs": [p.name for p in case_files],
+        }
+        js = self.output_dir / f"{base}.json"
+        self.written.append(atomic_write(js, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2))))
         if self.preview:
-            img = torch.as_tensor(d["image"]).float().cpu().numpy()
             s = pred.shape[-1] // 2
-            tiles = [img[SEQUENCES.index(c), :, :, s] for c in self.conditions] + [pred[:, :, s]]
+            if field is not None:
+                img, syn = field.numpy(), whole
+            else:
+                img, syn = torch.as_tensor(d["image"]).float().cpu().numpy(), pred
+            tiles = [img[SEQUENCES.index(c), :, :, s] for c in self.conditions] + [syn[:, :, s]]
             titles = [f"{c} (input)" for c in self.conditions] + [f"{self.target} {self.suffix}"]
             if d.get("present", [True] * 3)[SEQUENCES.index(self.target)]:
                 ref_img = img[SEQUENCES.index(self.target), :, :, s]
-                tiles += [ref_img, np.abs(pred[:, :, s] - ref_img)]
+                tiles += [ref_img, np.abs(syn[:, :, s] - ref_img)]
                 titles += [f"{self.target} reference", "|error|"]
-            self.written.append(save_png(tiles, titles, self.output_dir / f"{case}_{self.target}_{self.suffix}.png"))
+            self.written.append(save_png(tiles, titles, self.output_dir / f"{base}.png"))
         return d

@@ -18,15 +18,22 @@ from bundle.data import LABEL_VALUES as LABELS  # (0, 200, 500, 600, 1220, 2221)
 from bundle.data import SEQUENCES  # ("C0", "DE", "T2"): bSSFP, LGE, T2-weighted
 
 CROP = 256
-# tissue classes: air, body tissue, fat, myocardium, LV blood, RV blood, edema, scar
-_CLASS_LABEL = np.array([0, 0, 0, 200, 500, 600, 1220, 2221], dtype=np.int16)
-_CONTRAST = {  # per-class intensity before the per-sequence scale
-    "C0": (0, 500, 1100, 350, 1500, 1450, 380, 350),   # bright blood, dark myocardium
-    "DE": (0, 250, 500, 60, 900, 850, 90, 1400),       # nulled myocardium, bright scar
-    "T2": (0, 600, 900, 700, 250, 250, 1300, 1100),    # bright edema, black blood
+# Tissue classes -> MyoPS label. Only the LV myocardium (incl. its lesions), LV and RV blood pools are labelled.
+_CLASSES = ("air", "body", "fat", "myocardium", "lv_blood", "rv_blood", "edema", "scar", "lung", "liver", "rv_wall")
+_CLASS_LABEL = np.array([0, 0, 0, 200, 500, 600, 1220, 2221, 0, 0, 0], dtype=np.int16)
+# Per-class intensity as a fraction of the 99.5th percentile of the central 256x256 crop, calibrated on the 25
+# myops_training_* + 5 validation cases of MyoPS 2020 (label means / p99.5 over the crop: C0 LV blood 0.53-0.84,
+# myocardium 0.22-0.44; DE LV blood 0.32-0.59, myocardium 0.14-0.33, scar 0.25-0.81; T2 blood 0.09-0.24,
+# myocardium 0.12-0.52, edema 0.15-0.77); body, fat, lung and liver read off the crop's percentiles and images.
+#            air   body  fat   myo   LV    RV    edema scar  lung  liver RV wall
+_CONTRAST = {
+    "C0": (0.0, 0.17, 0.95, 0.29, 0.72, 0.62, 0.38, 0.37, 0.03, 0.26, 0.29),   # bright blood, dark myocardium
+    "DE": (0.0, 0.24, 0.70, 0.19, 0.45, 0.40, 0.30, 0.65, 0.07, 0.32, 0.25),   # nulled myocardium, bright scar
+    "T2": (0.0, 0.13, 0.95, 0.28, 0.13, 0.12, 0.44, 0.38, 0.02, 0.10, 0.28),   # bright edema, black blood, fat
 }
-_SCALE = {"C0": 1.4, "DE": 1.0, "T2": 0.5}
-_SPACING = (0.75, 0.75, 12.0)
+_SCALE = {"C0": 1600.0, "DE": 800.0, "T2": 950.0}   # raw intensity of 1.0 (MyoPS crop p99.5: 450-1900)
+_NOISE = {"C0": 0.016, "DE": 0.018, "T2": 0.014}    # Rician sigma / scale (MyoPS blood-pool noise 0.006-0.033)
+_SPACING = (0.75, 0.75, 12.0)  # MyoPS in-plane pixdim 0.729-0.762 mm; 12 mm slices (MyoPS 12-23 mm)
 
 
 def _check_shape(shape) -> tuple[int, int, int]:
@@ -39,29 +46,71 @@ def _check_shape(shape) -> tuple[int, int, int]:
     return x, y, s
 
 
+def _ellipse(xx, yy, cx, cy, ax, ay, rot=0.0):
+    """<= 1 inside the ellipse centred (cx, cy) with semi-axes (ax, ay), rotated by rot radians."""
+    dx, dy = xx - cx, yy - cy
+    c, s = np.cos(rot), np.sin(rot)
+    return ((c * dx + s * dy) / ax) ** 2 + ((-s * dx + c * dy) / ay) ** 2
+
+
 def make_phantom_volumes(shape: tuple[int, int, int] = (288, 272, 4), seed: int = 0) -> dict[str, np.ndarray]:
-    """Return {"C0", "DE", "T2": int16 (X, Y, S) images, "gd": int16 (X, Y, S) MyoPS label map}."""
+    """Return {"C0", "DE", "T2": int16 (X, Y, S) images, "gd": int16 (X, Y, S) MyoPS label map}.
+
+    A short-axis stack like MyoPS 2020 at 0.75 mm pixels (X across = towards the RV, Y up = anterior as
+    ``bundle.io.save_png`` shows it): a torso (muscle, subcutaneous fat) with dark lungs beside and in front of the
+    heart and the liver below it; a left ventricle (blood-pool radius 21-27 mm at the base, myocardium 10-13 mm
+    thick, shrinking towards the apex at slice 0, as MyoPS orders its slices) with an edema + scar sector, an RV crescent on its -X side
+    (MyoPS: RV centroid 30-55 mm from the LV's at -130..-180 deg), epicardial fat; per-sequence contrasts
+    calibrated on MyoPS, a smooth texture and bias field, slight blur and Rician noise.
+    """
     nx, ny, ns = _check_shape(shape)
     rng = np.random.default_rng(seed)
-    k = min(1.0, min(nx, ny) / CROP)  # shrink the anatomy for small fields of view
+    mm = min(1.0, min(nx, ny) / CROP) / _SPACING[0]  # pixels per mm (anatomy shrunk for small fields of view)
     xx, yy = np.meshgrid(np.arange(nx, dtype=np.float32), np.arange(ny, dtype=np.float32), indexing="ij")
+    # torso: wider than the 256 crop in X, air in the image corners; 6-10 mm subcutaneous fat
+    bx, by = nx / 2 + rng.uniform(-4, 4) * mm, ny / 2 - rng.uniform(0, 8) * mm
+    ax, ay = max(0.56 * nx, 125 * mm), max(0.47 * ny, 100 * mm)
+    body = _ellipse(xx, yy, bx, by, ax, ay)
+    fat_mm = rng.uniform(6, 10) * mm
+    cx, cy = nx / 2 + rng.uniform(-8, 8) * mm, ny / 2 + rng.uniform(-8, 8) * mm  # LV centre
+    theta = np.deg2rad(rng.uniform(-170, -145))  # RV direction from the LV centre (atan2(dy, dx))
+    phi = rng.uniform(0, 2 * np.pi)  # lesion direction
+    psi = rng.uniform(0, 2 * np.pi)  # where the epicardial fat is thickest
+    r_lv0, thick0 = rng.uniform(21, 27) * mm, rng.uniform(10, 13) * mm  # at the base
+    lung_l = (cx + rng.uniform(45, 55) * mm, cy + rng.uniform(25, 40) * mm, rng.uniform(45, 55) * mm,
+              rng.uniform(38, 48) * mm, rng.uniform(-0.5, 0.0))
+    lung_r = (cx - rng.uniform(45, 60) * mm, cy + rng.uniform(45, 60) * mm, rng.uniform(35, 45) * mm,
+              rng.uniform(25, 32) * mm, rng.uniform(0.2, 0.6))
+    liver = (cx - rng.uniform(10, 30) * mm, cy - rng.uniform(70, 80) * mm, rng.uniform(80, 95) * mm,
+             rng.uniform(30, 38) * mm, rng.uniform(-0.2, 0.1))
     cls = np.zeros((nx, ny, ns), dtype=np.int64)
-    body = ((xx - nx / 2) / (0.46 * nx)) ** 2 + ((yy - ny / 2) / (0.42 * ny)) ** 2
-    cls[body <= 1] = 2  # subcutaneous fat rim ...
-    cls[body <= (1 - 14 * k / min(nx, ny)) ** 2] = 1  # ... around body tissue
-    cx, cy = nx / 2 + rng.uniform(-6, 6) * k, ny / 2 + rng.uniform(-6, 6) * k
-    r_lv0, thick = rng.uniform(18, 24) * k, rng.uniform(8, 12) * k
-    theta, phi = rng.uniform(0, 2 * np.pi, size=2)  # RV direction, lesion direction
     for s in range(ns):
-        f = 1.0 - 0.35 * s / max(ns - 1, 1)  # base (s=0) -> apex (s=S-1) gets smaller
-        r_lv, r_epi = r_lv0 * f, r_lv0 * f + thick * (0.9 + 0.1 * f)
+        f = 0.65 + 0.35 * s / max(ns - 1, 1)  # apex (s=0) -> base (s=S-1) grows, as the MyoPS stacks are ordered
+        c = cls[..., s]
+        c[body <= 1] = 2
+        c[body <= (1 - fat_mm / min(ax, ay)) ** 2] = 1
+        inner = body <= (1 - (fat_mm + 3 * mm) / min(ax, ay)) ** 2  # lungs and liver stay inside the chest wall
+        for e in (lung_l, lung_r):
+            c[inner & (_ellipse(xx, yy, *e[:4], e[4]) <= 1)] = 8
+        c[inner & (_ellipse(xx, yy, *liver[:4], liver[4]) <= 1)] = 9
+        r_lv = r_lv0 * f * rng.uniform(0.97, 1.03)
+        r_epi = r_lv + thick0 * (0.9 + 0.1 * f)
         dx, dy = xx - cx, yy - cy
         rad, ang = np.hypot(dx, dy), np.arctan2(dy, dx)
+        # RV: an ellipse wrapped round the septum, larger at the base; 3 mm wall; 2-4 mm epicardial fat round both
         t = theta + rng.normal(0, 0.05)
-        rvx, rvy = cx + 0.9 * r_epi * np.cos(t), cy + 0.9 * r_epi * np.sin(t)
-        rv = (np.hypot(xx - rvx, yy - rvy) <= r_epi * rng.uniform(0.9, 1.05)) & (rad > r_epi + 3 * k)
-        c = cls[..., s]
-        c[rv] = 5
+        d_rv = r_epi * rng.uniform(0.75, 0.9)
+        rvx, rvy = cx + d_rv * np.cos(t), cy + d_rv * np.sin(t)
+        rv_e = _ellipse(xx, yy, rvx, rvy, r_epi * rng.uniform(0.75, 0.9) * (0.6 + 0.4 * f),
+                        r_epi * rng.uniform(1.15, 1.3), t)
+        rv_wall = 3 * mm
+        scale = 1 + rv_wall / (r_epi * 0.8)
+        fat_lv = np.clip(1.0 + 3.0 * np.cos(ang - psi), 0, None) * mm  # patchy, thickest towards psi
+        fat_rv = np.clip(0.5 + 2.5 * np.cos(ang - psi - 1.0), 0, None) * mm
+        heart_out = (rad <= r_epi + fat_lv) | (rv_e <= (scale + fat_rv / r_epi) ** 2)
+        c[heart_out & (c != 9)] = 2
+        c[rv_e <= scale ** 2] = 10
+        c[(rv_e <= 1) & (rad > r_epi + 1.0 * mm)] = 5
         c[rad <= r_epi] = 3
         c[rad <= r_lv] = 4
         if s == ns // 2 or rng.random() < 0.85:  # lesion sector inside the ring on most slices
@@ -70,19 +119,22 @@ def make_phantom_volumes(shape: tuple[int, int, int] = (288, 272, 4), seed: int 
             myo = c == 3
             c[myo & (d_ang <= w)] = 6
             c[myo & (d_ang <= 0.6 * w) & (rad <= r_lv + (r_epi - r_lv) * rng.uniform(0.5, 1.0))] = 7
-    inside = cls > 0
-    texture = gaussian_filter(rng.standard_normal(cls.shape).astype(np.float32), sigma=(6, 6, 0))
-    texture *= 0.12 / (texture.std() + 1e-6)
+    inside = (cls > 0) & (cls != 8)
+    texture = gaussian_filter(rng.standard_normal(cls.shape).astype(np.float32), sigma=(4, 4, 0))
+    texture *= 0.10 / (texture.std() + 1e-6)  # tissue texture shared by the sequences
     out: dict[str, np.ndarray] = {}
     for seq in SEQUENCES:
-        g = rng.uniform(-0.15, 0.15, size=2)  # smooth coil-like bias field
+        own = gaussian_filter(rng.standard_normal(cls.shape).astype(np.float32), sigma=(3, 3, 0))
+        own *= 0.15 / (own.std() + 1e-6)  # sequence-specific inhomogeneity (flow, coil, breath-hold differences)
+        g = rng.uniform(-0.25, 0.25, size=2)  # smooth coil-like bias field
         bias = 1 + g[0] * (xx / nx - 0.5) + g[1] * (yy / ny - 0.5)
-        vol = np.asarray(_CONTRAST[seq], np.float32)[cls] * _SCALE[seq] * rng.uniform(0.9, 1.1)
-        vol *= (1 + texture * inside) * bias[..., None]
-        vol = gaussian_filter(vol, sigma=(0.8, 0.8, 0))
-        sigma = 0.025 * vol.max()
+        contrast = np.asarray(_CONTRAST[seq], np.float32) * rng.uniform(0.92, 1.08, size=len(_CLASSES))
+        vol = contrast[cls] * (_SCALE[seq] * rng.uniform(0.9, 1.1))
+        vol *= (1 + (texture + own) * inside) * bias[..., None]
+        vol = gaussian_filter(vol, sigma=(0.9, 0.9, 0))
+        sigma = _NOISE[seq] * _SCALE[seq]
         vol = np.hypot(vol + rng.normal(0, sigma, vol.shape), rng.normal(0, sigma, vol.shape))  # Rician
-        vol[~inside] *= 0.2  # air outside the body ~0
+        vol[cls == 0] = 0  # MyoPS stores exact zeros outside the body
         out[seq] = np.clip(np.rint(vol), 0, 32767).astype(np.int16)
     out["gd"] = _CLASS_LABEL[cls]
     return out

@@ -1,9 +1,15 @@
 """The few dictionary transforms MONAI lacks: loading whose read errors name the file, case validation, sequence
 stacking, the intensity protocol, the myocardium mask and pasting a field-of-view slab back onto the native grid.
 
+Geometry (``CanonicalGeometryd``, ``FieldOfViewd``): the case is reoriented (slice axis last, in-plane axes as in
+the training data), resampled in-plane to the training pixel spacing (``target_spacing``; or left on its native
+grid with ``target_spacing: native``), and the ``fov``×``fov`` centre of that field is what the model sees; the
+whole field is kept as ``field`` (see ``bundle.io.SaveSynthesisd`` for how it is synthesized and mapped back).
+
 Intensity protocol (also the evaluation protocol): per case and sequence, take the ``fov``×``fov`` centre
-crop of the native grid (offset ``floor((X-fov)/2)``; if smaller, ``floor((fov-X)/2)`` zeros before; MONAI
-``ResizeWithPadOrCropd``), clip to ``[0, p99.5]`` of that crop and divide by ``p99.5`` so values lie in [0, 1].
+crop (offset ``floor((X-fov)/2)``; if smaller, ``floor((fov-X)/2)`` zeros before; MONAI
+``ResizeWithPadOrCropd``), clip to ``[0, p99.5]`` of that crop and divide by ``p99.5`` so values lie in [0, 1]; a
+signed input (PSIR LGE) is windowed on both sides instead, ``[p0.5, p99.5]`` -> [0, 1].
 """
 
 from __future__ import annotations
@@ -119,16 +125,39 @@ def normalize_fov(x: torch.Tensor, upper_percentile: float = 99.5) -> torch.Tens
 
 
 class NormalizeFOVd(MapTransform):
-    """The intensity protocol on ``image`` (C, X, Y, S) already cropped to the field of view."""
+    """The intensity protocol on ``image`` (C, X, Y, S) already cropped to the field of view.
 
-    def __init__(self, keys: KeysCollection = "image", upper_percentile: float = 99.5) -> None:
+    The window of each channel comes from the field of view (:func:`intensity_windows`): ``[0, p_upper]``, or for
+    a signed channel (PSIR LGE: more than ``signed_fraction`` of the voxels negative) ``[p_lo, p_hi]`` of
+    ``signed_percentiles`` (``signed_fraction`` None: the old ``[0, p_upper]`` window for every input). The same
+    windows are applied to ``field_key`` (the whole field, when present) and recorded in ``norm`` (a JSON string:
+    one ``{sequence, lo, hi, signed, percentiles}`` per channel).
+    """
+
+    def __init__(self, keys: KeysCollection = "image", upper_percentile: float = 99.5, field_key: str | None = None,
+                 signed_fraction: float | None = None, signed_percentiles: Sequence[float] = (0.5, 99.5),
+                 sequences: Sequence[str] = SEQUENCES) -> None:
         super().__init__(keys)
-        self.upper_percentile = upper_percentile
+        self.upper_percentile, self.field_key = upper_percentile, field_key
+        if isinstance(signed_fraction, str) and signed_fraction.strip().lower() in ("none", "null", "false", "off"):
+            signed_fraction = None
+        if isinstance(signed_fraction, bool):
+            signed_fraction = 0.01 if signed_fraction else None
+        self.signed_fraction, self.signed_percentiles = signed_fraction, tuple(float(v) for v in signed_percentiles)
+        self.sequences = list(sequences)
 
     def __call__(self, data: Mapping) -> dict:
+        import json
+
         d = dict(data)
         for k in self.key_iterator(d):
-            d[k] = normalize_fov(d[k], self.upper_percentile)
+            wins = intensity_windows(d[k], self.upper_percentile, self.signed_fraction, self.signed_percentiles)
+            d[k] = apply_windows(d[k], wins)
+            if self.field_key and self.field_key in d:
+                d[self.field_key] = apply_windows(d[self.field_key], wins)
+            present = d.get("present", [True] * len(wins))
+            d["norm"] = json.dumps([dict(w, sequence=self.sequences[c] if c < len(self.sequences) else str(c),
+                                         present=bool(present[c])) for c, w in enumerate(wins)])
         return d
 
 
@@ -167,3 +196,170 @@ def paste_fov(slab: np.ndarray, native_shape: Sequence[int]) -> np.ndarray:
     nx, ny = min(fov - sx, native_shape[0] - tx), min(fov - sy, native_shape[1] - ty)
     out[tx : tx + nx, ty : ty + ny] = slab[sx : sx + nx, sy : sy + ny]
     return out
+
+
+# --- geometry: orientation, in-plane spacing, field of view (issue 16) ------------------------------------------
+
+# World (RAS) direction cosines of the voxel axes 0, 1, 2 of the training data: the normalised mean of the 25
+# myops_training_* affines (every one of them within 27 degrees of it per axis). Axis 0 ~ left-posterior, axis 1 ~
+# superior, axis 2 (the slice axis) ~ right-posterior-superior: the orientation the shipped models were trained on.
+TRAINING_AXES = np.array([[-0.69, -0.71, -0.13], [-0.35, 0.19, 0.92], [0.63, -0.67, 0.39]])
+ANISOTROPY = 1.5  # the slice axis' spacing must be >= this x the in-plane spacing ...
+MAX_STACK_SLICES = 32  # ... or, without such an axis (e.g. a unit affine), the stack may have at most this many slices
+_FLIP = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def is_native(target_spacing) -> bool:
+    """``target_spacing`` None/0/'native'/'none'/'null' = the native grid (the shipped weights' training path)."""
+    if target_spacing is None:
+        return True
+    if isinstance(target_spacing, str):
+        if target_spacing.strip().lower() in ("", "none", "null", "native", "0"):
+            return True
+        target_spacing = float(target_spacing)
+    return float(target_spacing) <= 0
+
+
+def stack_slice_axis(affine: np.ndarray, shape: Sequence[int], name: str) -> int:
+    """The slice axis of a 2D multi-slice stack: the axis with the largest spacing when it is >= ``ANISOTROPY`` x
+    the others; else (no such axis) the last axis if it has at most ``MAX_STACK_SLICES`` slices. Anything else
+    (a 4D cine, an isotropic 3D volume) is refused with a :class:`DataError` naming the file."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3:
+        kind = "a 4D series (e.g. cine: X, Y, slices, time)" if len(shape) == 4 else f"a {len(shape)}D image"
+        raise DataError(f"{name}: {kind} of shape {shape}; CMRDiff takes 2D multi-slice short-axis stacks "
+                        "(3D: X, Y, slices); pass one time frame / one stack per file")
+    sp = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+    order = np.argsort(sp)
+    if sp[order[2]] >= ANISOTROPY * sp[order[1]]:
+        return int(order[2])
+    if shape[2] <= MAX_STACK_SLICES:
+        return 2
+    raise DataError(f"{name}: looks like an isotropic 3D volume (shape {shape}, spacing "
+                    f"{tuple(round(float(s), 3) for s in sp)} mm): CMRDiff takes 2D multi-slice short-axis stacks "
+                    f"(thick slices, at most {MAX_STACK_SLICES} slices without a slice spacing "
+                    f">= {ANISOTROPY}x the pixel size); reformat it to short-axis slices first")
+
+
+def canonical_axcodes(affine: np.ndarray, slice_axis: int, reference: np.ndarray = TRAINING_AXES) -> str:
+    """Target axis codes (for MONAI ``Orientation``) of the signed in-plane permutation of the input's axes, with
+    the slice axis last, whose directions are closest to ``reference`` (rows: world directions of the training
+    data's voxel axes). Flipped or in-plane-transposed copies of one image give the same canonical array."""
+    import nibabel as nib
+
+    a = np.asarray(affine, float)[:3, :3]
+    dirs = a / np.linalg.norm(a, axis=0)
+    inplane = [i for i in range(3) if i != slice_axis]
+    best, best_score = None, -np.inf
+    for perm in (inplane, inplane[::-1]):
+        for signs in ((1, 1, 1), (1, 1, -1), (1, -1, 1), (1, -1, -1), (-1, 1, 1), (-1, 1, -1), (-1, -1, 1),
+                      (-1, -1, -1)):
+            axes = (perm[0], perm[1], slice_axis)
+            score = sum(s * float(dirs[:, ax] @ reference[i]) for i, (ax, s) in enumerate(zip(axes, signs)))
+            if score > best_score + 1e-9:
+                best, best_score = (axes, signs), score
+    codes = nib.aff2axcodes(np.asarray(affine, float))
+    axes, signs = best
+    return "".join(codes[ax] if s > 0 else _FLIP[codes[ax]] for ax, s in zip(axes, signs))
+
+
+class CanonicalGeometryd(MapTransform):
+    """Orientation and in-plane spacing of a case (every key on the same grid, (1, X, Y, S) MetaTensors):
+
+    1. find the slice axis (:func:`stack_slice_axis`; 4D and isotropic 3D inputs are refused);
+    2. reorient (MONAI ``Orientation``, a lossless flip/transpose) to :func:`canonical_axcodes`: slice axis last,
+       in-plane axes as in the training data;
+    3. resample in-plane to ``target_spacing`` mm (MONAI ``Spacing`` with pixdim ``(s, s, 0)``: the slice spacing
+       and slice positions are kept), bilinear for images, nearest for ``label_key``.
+
+    ``target_spacing`` None/0/'native' leaves the data as stored (the native grid: the path the shipped weights
+    were trained through). Records ``geometry`` (a JSON string: input spacing/codes, canonical codes, spacing used).
+    """
+
+    def __init__(self, keys: KeysCollection, target_spacing=None, label_key: str = "gd",
+                 allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.native = is_native(target_spacing)
+        self.target_spacing = None if self.native else float(target_spacing)
+        self.label_key = label_key
+
+    def __call__(self, data: Mapping) -> dict:
+        import json
+
+        import nibabel as nib
+        from monai.transforms import Orientation, Spacing
+
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        ref = d[keys[0]]
+        affine = np.asarray(torch.as_tensor(getattr(ref, "affine", torch.eye(4))).double())
+        shape = tuple(ref.shape[1:])
+        ax = stack_slice_axis(affine, shape, _name(d, keys[0]))
+        geo = {"input_shape": list(shape), "input_spacing_mm": [round(float(v), 4) for v in
+                                                                np.linalg.norm(affine[:3, :3], axis=0)],
+               "input_axcodes": "".join(nib.aff2axcodes(affine)), "slice_axis": ax}
+        if self.native:
+            if ax != 2:
+                raise DataError(f"{_name(d, keys[0])}: the slice axis (largest spacing) is axis {ax}, not the last; "
+                                "the native-grid path (target_spacing native) takes (X, Y, slices) stacks only")
+            geo.update(target_spacing_mm=None, axcodes=geo["input_axcodes"])
+        else:
+            codes = canonical_axcodes(affine, ax)
+            s = self.target_spacing
+            for k in keys:
+                x = Orientation(axcodes=codes, labels=(("L", "R"), ("P", "A"), ("I", "S")))(d[k])
+                mode = "nearest" if k == self.label_key else "bilinear"
+                d[k] = Spacing(pixdim=(s, s, 0), mode=mode, padding_mode="border")(x)
+            geo.update(target_spacing_mm=s, axcodes=codes, shape=list(d[keys[0]].shape[1:]))
+        d["geometry"] = json.dumps(geo)
+        return d
+
+
+class FieldOfViewd(MapTransform):
+    """Keep the whole (resampled) field as ``field_key`` with its affine (``field_affine``, 4x4 float64), then
+    crop/pad ``keys`` to the model's ``fov`` x ``fov`` centre (MONAI ``ResizeWithPadOrCrop``, the offsets of
+    :func:`fov_offsets`)."""
+
+    def __init__(self, keys: KeysCollection, fov: int, image_key: str = "image", field_key: str = "field",
+                 allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        from monai.transforms import ResizeWithPadOrCropd
+
+        self.image_key, self.field_key, self.fov = image_key, field_key, int(fov)
+        self.crop = ResizeWithPadOrCropd(keys, spatial_size=[self.fov, self.fov, -1], allow_missing_keys=True)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        if self.field_key and self.image_key in d:
+            img = d[self.image_key]
+            d[self.field_key] = img
+            d["field_affine"] = np.asarray(torch.as_tensor(getattr(img, "affine", torch.eye(4))).double())
+        return self.crop(d)
+
+
+def intensity_windows(x: torch.Tensor, upper_percentile: float = 99.5, signed_fraction: float | None = 0.01,
+                      signed_percentiles: Sequence[float] = (0.5, 99.5)) -> list[dict]:
+    """Per channel of ``x`` (C, ...) the window mapped to [0, 1]: ``[0, p_upper]`` (magnitude images, the training
+    protocol), or for a signed channel (more than ``signed_fraction`` of its voxels < 0, e.g. PSIR LGE; None = never)
+    ``[p_lo, p_hi]`` of ``signed_percentiles``, both sides."""
+    arr = torch.as_tensor(x).float().reshape(x.shape[0], -1).cpu().numpy()
+    out = []
+    for c in arr:
+        signed = signed_fraction is not None and float((c < 0).mean()) > float(signed_fraction)
+        if signed:
+            lo, hi = (float(v) for v in np.percentile(c, list(signed_percentiles)))
+            out.append({"lo": lo, "hi": hi, "signed": True, "percentiles": [float(p) for p in signed_percentiles]})
+        else:
+            out.append({"lo": 0.0, "hi": float(np.percentile(c, upper_percentile)), "signed": False,
+                        "percentiles": [None, float(upper_percentile)]})
+    return out
+
+
+def apply_windows(x: torch.Tensor, windows: Sequence[Mapping]) -> torch.Tensor:
+    """Clip each channel of ``x`` to its window and map it to [0, 1]; an empty window gives zeros."""
+    x = torch.as_tensor(x).float()
+    out = [torch.zeros_like(x[c]) if w["hi"] <= w["lo"] else (x[c].clamp(w["lo"], w["hi"]) - w["lo"]) / (w["hi"] - w["lo"])
+           for c, w in enumerate(windows)]
+    return torch.stack(out)

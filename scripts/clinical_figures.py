@@ -43,7 +43,8 @@ def load_cases(dataset_dir: Path, split: str) -> tuple[list[dict], dict]:
 
     p = ConfigParser()
     p.read_config(str(ROOT / "configs/common.yaml"))
-    p.update({"output_dir": tempfile.gettempdir(), "dataset_dir": str(dataset_dir)})
+    # the native grid: the written syntheses are on the input's grid, cropped here with the same native crop
+    p.update({"output_dir": tempfile.gettempdir(), "dataset_dir": str(dataset_dir), "target_spacing": "native"})
     vt = p.get_parsed_content("volume_transforms")
     out = []
     for case in discover_cases(dataset_dir, split, p["validation_ids"], require_label=True, tuning_ids=p["tuning_ids"]):

@@ -4,8 +4,9 @@
 
 Every ``*.nii.gz`` under SRC (same sub-folders) is centre-cropped/padded in-plane to ``fov`` x ``fov`` with MONAI's
 ``ResizeWithPadOrCrop`` -- the transform ``configs/common.yaml`` applies first -- and saved with its shifted affine
-and original dtype. The bundle's pipeline gives the same slices on DST as on SRC (its own crop is then a no-op),
-at a fraction of the size. DST must not exist or be empty; SRC is never written.
+and original dtype. With ``--target_spacing native`` the bundle's pipeline gives the same slices on DST as on SRC (its
+own crop is then a no-op), at a fraction of the size; the default path (in-plane resampling to 0.729 mm, a 186.6 mm
+field of view) reads nearly the same field of view from it, but the whole-field output then covers only the copy. DST must not exist or be empty; SRC is never written.
 """
 from __future__ import annotations
 

@@ -115,33 +115,33 @@ def test_best_checkpoint_survives_a_resume_followed_by_worse_epochs(tmp_path):
     def run(scores, state=None):
         evaluator = Engine(lambda e, b: None)
         evaluator.state.best_metric, evaluator.state.best_metric_epoch = -1, -1
+
+        @evaluator.on(Events.EPOCH_COMPLETED)
+        def score(e):  # registered before the saver's handler: the epoch's metric and weights, then the saver
+            e.state.metrics = {"val": scores[e.state.epoch - 1]}
+            e.state.key_metric_name = "val"
+            with torch.no_grad():
+                net.weight.fill_(scores[e.state.epoch - 1])
+
         saver = CheckpointSaver(str(tmp_path), {"network": net}, save_key_metric=True,
                                 key_metric_filename="best_network.pt")
         saver.attach(evaluator)
         best = BestMetricState(saver, evaluator)
         if state is not None:
             best.load_state_dict(torch.load(state, weights_only=True))
-
-        @evaluator.on(Events.EPOCH_COMPLETED)
-        def score(e):
-            e.state.metrics = {"val": scores[e.state.epoch - 1]}
-            e.state.key_metric_name = "val"
-            with torch.no_grad():
-                net.weight.fill_(scores[e.state.epoch - 1])
-
-        evaluator.add_event_handler(Events.EPOCH_COMPLETED, saver.metrics_completed)  # after `score`
-        evaluator.remove_event_handler(saver.metrics_completed, Events.EPOCH_COMPLETED)
-        evaluator.add_event_handler(Events.EPOCH_COMPLETED, saver.metrics_completed)
         evaluator.run(range(1), max_epochs=len(scores))
         return best
 
+    def best_weight() -> float:  # one saved object: ignite writes its state_dict itself
+        return torch.load(tmp_path / "best_network.pt", weights_only=True)["weight"].item()
+
     first = run([1.0, 3.0])
     torch.save(first.state_dict(), tmp_path / "state.pt")
-    assert torch.load(tmp_path / "best_network.pt", weights_only=True)["network"]["weight"].item() == 3.0
-    run([2.0, 2.5], state=tmp_path / "state.pt")  # both worse than 3.0: best_network.pt keeps the 3.0 weights
-    assert torch.load(tmp_path / "best_network.pt", weights_only=True)["network"]["weight"].item() == 3.0
+    assert best_weight() == 3.0 and first.state_dict()["_saved"] == [(3.0, "network_key_metric=3.0000.pt")]
+    resumed = run([2.0, 2.5], state=tmp_path / "state.pt")  # both worse than 3.0: best_network.pt keeps 3.0
+    assert best_weight() == 3.0 and resumed.state_dict()["_saved"] == [(3.0, "network_key_metric=3.0000.pt")]
     run([2.0], state=None)  # the failure mode without the record: the worse epoch replaces the best
-    assert torch.load(tmp_path / "best_network.pt", weights_only=True)["network"]["weight"].item() == 2.0
+    assert best_weight() == 2.0
 
 
 def test_resume_without_checkpoint_is_a_clear_error(phantom_dir, tmp_path):

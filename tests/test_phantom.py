@@ -103,3 +103,18 @@ def test_bad_arguments(tmp_path, shape):
 def test_bad_ids(tmp_path):
     with pytest.raises(ValueError):
         make_phantom_dataset(tmp_path, train_ids=(101,), validation_ids=(101,), test_ids=(), shape=(64, 64, 1))
+
+
+def test_myops_like_calibration(vols):
+    """Geometry and contrasts in the MyoPS 2020 ranges (measured on its 30 labelled cases, bundle/phantom.py)."""
+    gd, px = vols["gd"], 0.75
+    for s in range(SHAPE[2]):
+        lv, myo = (gd[..., s] == 500).sum(), np.isin(gd[..., s], (200, 1220, 2221)).sum()
+        r_lv, r_epi = np.sqrt(lv / np.pi) * px, np.sqrt((lv + myo) / np.pi) * px
+        assert 12 <= r_lv <= 30 and 8 <= r_epi - r_lv <= 16  # mm (MyoPS: 12-29 mm, 9-15 mm)
+    c = slice((SHAPE[0] - 256) // 2, (SHAPE[0] + 256) // 2), slice((SHAPE[1] - 256) // 2, (SHAPE[1] + 256) // 2)
+    g = gd[c]
+    rel = {s: {l: vols[s][c][g == l].mean() / np.percentile(vols[s][c], 99.5) for l in (200, 500)} for s in SEQUENCES}
+    assert 0.5 < rel["C0"][500] < 0.9 and 0.18 < rel["C0"][200] < 0.45
+    assert 0.3 < rel["DE"][500] < 0.7 and 0.1 < rel["DE"][200] < 0.35
+    assert 0.05 < rel["T2"][500] < 0.25 and 0.15 < rel["T2"][200] < 0.5

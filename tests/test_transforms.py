@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import LoadImaged, ResizeWithPadOrCropd
+from monai.transforms import LoadImaged
 
 from bundle.data import LABEL_VALUES, SEQUENCES, DataError
 from bundle.phantom import phantom_affine
 from bundle.transforms import (
+    CanonicalGeometryd,
+    FieldOfViewd,
+    LoadCased,
     MyocardiumMaskd,
     NormalizeFOVd,
     StackSequencesd,
@@ -19,6 +24,7 @@ from bundle.transforms import (
     fov_offsets,
     normalize_fov,
     paste_fov,
+    stack_slice_axis,
 )
 
 FOV = 256
@@ -50,12 +56,20 @@ def _norm(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def volume_transforms(parser):
+    """The native-grid path with the old window (``--target_spacing native --signed_fraction none``): the exact
+    crop/normalisation arithmetic below."""
+    return parser(target_spacing="native", signed_fraction="none").get_parsed_content("volume_transforms")
+
+
+@pytest.fixture(scope="module")
+def resampling_transforms(parser):
+    """The default path: reorientation + in-plane resampling to ``target_spacing``."""
     return parser().get_parsed_content("volume_transforms")
 
 
 @pytest.fixture(scope="module")
 def crop_transform(volume_transforms):
-    (t,) = [t for t in volume_transforms.transforms if isinstance(t, ResizeWithPadOrCropd)]
+    (t,) = [t for t in volume_transforms.transforms if isinstance(t, FieldOfViewd)]
     return t
 
 
@@ -298,3 +312,98 @@ def test_load_cased_names_missing_and_unreadable_files(tmp_path):
         load({"C0": str(cut)})
     with pytest.raises(DataError, match="gone_C0.nii.gz: file not found"):
         load({"C0": str(tmp_path / "gone_C0.nii.gz")})
+
+
+# --- geometry: slice axis, canonical orientation, in-plane spacing (issue 16) ----------------------------------
+
+
+def _flip_affine(aff: np.ndarray, shape, axis: int) -> np.ndarray:
+    """The affine of ``np.flip(arr, axis)`` showing the same physical image."""
+    f = np.eye(4)
+    f[axis, axis], f[axis, 3] = -1, shape[axis] - 1
+    return aff @ f
+
+
+def _transpose_affine(aff: np.ndarray) -> np.ndarray:
+    """The affine of ``arr.transpose(1, 0, 2)`` showing the same physical image."""
+    return aff[:, [1, 0, 2, 3]]
+
+
+def test_stack_slice_axis_and_refusals():
+    assert stack_slice_axis(phantom_affine((64, 64, 4)), (64, 64, 4), "f") == 2
+    assert stack_slice_axis(np.diag([10.0, 0.9, 0.9, 1]), (6, 300, 300), "f") == 0  # slices stored first
+    assert stack_slice_axis(np.eye(4), (64, 64, 5), "f") == 2  # no spacing information: a few slices, last axis
+    with pytest.raises(DataError, match="isotropic 3D"):
+        stack_slice_axis(np.eye(4), (128, 128, 96), "iso.nii.gz")
+    with pytest.raises(DataError, match="4D"):
+        stack_slice_axis(np.eye(4), (64, 64, 8, 25), "cine.nii.gz")
+
+
+def test_refuses_4d_cine_and_isotropic_volume_in_pipeline(tmp_path, resampling_transforms):
+    rng = np.random.default_rng(0)
+    cine = {s: rng.random((64, 64, 3, 20)).astype(np.float32) + 1 for s in ("C0", "T2")}
+    from bundle.data import build_slices  # (unwraps MONAI's "applying transform" into the DataError)
+
+    with pytest.raises(DataError, match="4D series .*cine") as err:
+        build_slices([_write_case(tmp_path, cine, np.diag([1.5, 1.5, 8, 1]))], resampling_transforms, progress=False)
+    assert "myops_test_299_C0.nii.gz" in str(err.value)
+    iso = {s: rng.random((80, 80, 80)).astype(np.float32) + 1 for s in ("C0", "T2")}
+    with pytest.raises(DataError, match="isotropic 3D volume") as err:
+        build_slices([_write_case(tmp_path, iso, np.diag([1.2, 1.2, 1.2, 1]))], resampling_transforms, progress=False)
+    assert "myops_test_299_C0.nii.gz" in str(err.value)
+
+
+def test_training_like_orientation_is_kept_and_spacing_resampled(tmp_path, resampling_transforms, parser):
+    shape = (300, 280, 3)
+    arrays = {s: np.random.default_rng(i).random(shape).astype(np.float32) + 1 for i, s in enumerate(SEQUENCES)}
+    out = resampling_transforms(_write_case(tmp_path, arrays))
+    geo = json.loads(out["geometry"])
+    s = float(parser()["target_spacing"])
+    assert geo["axcodes"] == geo["input_axcodes"]  # the phantom's (MyoPS-like) orientation is already canonical
+    assert geo["target_spacing_mm"] == pytest.approx(s)
+    aff = np.asarray(out["field_affine"])
+    np.testing.assert_allclose(np.linalg.norm(aff[:3, :3], axis=0), [s, s, 12.0], rtol=1e-5)
+    assert tuple(out["field"].shape) == (3, round(299 * 0.75 / s) + 1, round(279 * 0.75 / s) + 1, 3)
+    assert tuple(out["image"].shape) == (3, FOV, FOV, 3)
+
+
+@pytest.mark.parametrize("variant", ["flip0", "flip1", "flip_slices", "transpose", "ras_diagonal"])
+def test_canonical_geometry_is_storage_invariant(tmp_path, variant):
+    """The same physical image stored flipped / transposed gives the identical canonical (resampled) array."""
+    from monai.transforms import EnsureChannelFirstd
+
+    shape = (90, 80, 4)
+    arr = np.random.default_rng(3).random(shape).astype(np.float32)
+    aff = phantom_affine(shape) if variant != "ras_diagonal" else np.diag([0.9, 0.9, 10.0, 1.0])
+    if variant in ("flip0", "flip1", "flip_slices", "ras_diagonal"):
+        ax = {"flip0": 0, "flip1": 1, "flip_slices": 2, "ras_diagonal": 0}[variant]
+        arr2, aff2 = np.ascontiguousarray(np.flip(arr, ax)), _flip_affine(aff, shape, ax)
+    else:
+        arr2, aff2 = np.ascontiguousarray(arr.transpose(1, 0, 2)), _transpose_affine(aff)
+    out = []
+    for i, (a, f) in enumerate(((arr, aff), (arr2, aff2))):
+        (tmp_path / str(i)).mkdir()
+        item = _write_case(tmp_path / str(i), {"C0": a}, f)
+        d = LoadCased(["C0"], image_only=True)(item)
+        d = EnsureChannelFirstd(["C0"], channel_dim="no_channel")(d)
+        out.append(CanonicalGeometryd(["C0"], target_spacing=0.73)(d))
+    np.testing.assert_allclose(out[1]["C0"].numpy(), out[0]["C0"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(out[1]["C0"].affine.numpy(), out[0]["C0"].affine.numpy(), atol=1e-4)
+
+
+def test_signed_input_windowed_on_both_sides():
+    x = torch.zeros(3, 1000)
+    x[0] = torch.linspace(0, 999, 1000)  # magnitude
+    x[1] = torch.linspace(-700, 1299, 1000)  # PSIR-like: 35 % negative
+    d = NormalizeFOVd("image", field_key="field", signed_fraction=0.01)({"image": x.clone(), "field": x.clone() * 2})
+    norm = json.loads(d["norm"])
+    assert [n["signed"] for n in norm] == [False, True, False]
+    lo, hi = np.percentile(x[1].numpy(), [0.5, 99.5])
+    assert norm[1]["lo"] == pytest.approx(lo) and norm[1]["hi"] == pytest.approx(hi)
+    assert float(d["image"][1].min()) == 0 and float(d["image"][1].max()) == 1
+    assert (d["image"][1] > 0).float().mean() > 0.99  # the negative half is kept, not clipped to 0
+    torch.testing.assert_close(d["image"][0], normalize_fov(x)[0])  # magnitude channel: the old protocol
+    # the field gets the FOV's window
+    torch.testing.assert_close(d["field"][1], ((x[1] * 2).clamp(lo, hi) - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
+    old = NormalizeFOVd("image", signed_fraction=None)({"image": x.clone()})
+    torch.testing.assert_close(old["image"], normalize_fov(x))

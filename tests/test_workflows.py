@@ -95,7 +95,8 @@ def _case_files(phantom_dir: Path, case: str) -> dict[str, Path]:
 
 
 def _check_synthesis(out: Path, reference: Path) -> np.ndarray:
-    """The synthesized volume is on the reference's grid, float32 in [0, 1], 0 outside the centred FOV."""
+    """The synthesized volume is on the reference's grid, float32 in [0, 1], synthesized over the whole field (not
+    only the centred FOV: issue 16), with its sidecar JSON."""
     img, ref = nib.load(str(out)), nib.load(str(reference))
     assert img.shape == ref.shape
     np.testing.assert_allclose(img.affine, ref.affine, atol=1e-4)
@@ -108,8 +109,12 @@ def _check_synthesis(out: Path, reference: Path) -> np.ndarray:
     assert ox > 0 and oy > 0  # the phantom's grid is larger than the FOV on both axes
     inside = np.zeros(data.shape, bool)
     inside[ox : ox + FOV, oy : oy + FOV] = True
-    assert (data[~inside] == 0).all()
-    assert data[inside].max() > 0
+    assert data[~inside].max() > 0 and data[inside].max() > 0  # no constant-0 frame outside the FOV
+    side = json.loads(Path(str(out).replace(".nii.gz", ".json")).read_text())
+    from bundle.weights import file_md5
+
+    assert side["file"] == out.name and side["weights"]
+    assert all(w["md5"] == file_md5(w["path"]) for w in side["weights"].values() if Path(w["path"]).is_file())
     return data
 
 
@@ -147,15 +152,15 @@ def inference_run(diffusion_dir, phantom_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("inference") / "out"
     proc = run_bundle(["inference"], "--models_dir", models, "--dataset_dir", phantom_dir, "--task", "lge",
                       "--num_inference_steps", 3, "--split", "test", "--seed", 7, "--output_dir", out)
-    assert "wrote 3 files" in proc.stdout  # synthesis, uncertainty (default: mean of 4 samples), preview
+    assert "wrote 4 files" in proc.stdout  # synthesis, uncertainty (default: mean of 4 samples), sidecar, preview
     return out, before, _digests(phantom_dir)
 
 
 def test_inference_test_split(inference_run, phantom_dir):
     out, before, after = inference_run
     case = "myops_test_201"
-    assert sorted(p.name for p in _files(out)) == [f"{case}_DE_synth.nii.gz", f"{case}_DE_synth.png",
-                                                   f"{case}_DE_uncertainty.nii.gz"]
+    assert sorted(p.name for p in _files(out)) == [f"{case}_DE_synth.json", f"{case}_DE_synth.nii.gz",
+                                                   f"{case}_DE_synth.png", f"{case}_DE_uncertainty.nii.gz"]
     _check_synthesis(out / f"{case}_DE_synth.nii.gz", _case_files(phantom_dir, case)["C0"])
     unc = np.asarray(nib.load(str(out / f"{case}_DE_uncertainty.nii.gz")).dataobj)
     assert (unc >= 0).all() and unc.max() > 0  # the 4 samples differ somewhere
@@ -228,8 +233,8 @@ def test_input_files_single_case(diffusion_dir, phantom_dir, tmp_path):
     run_bundle(["inference"], "--models_dir", diffusion_dir("lge"), "--task", "lge", "--num_inference_steps", 2,
                "--input_files", str({k: str(v) for k, v in files.items()}), "--case_name", "patient1",
                "--output_dir", out)
-    assert sorted(p.name for p in _files(out)) == ["patient1_DE_synth.nii.gz", "patient1_DE_synth.png",
-                                                   "patient1_DE_uncertainty.nii.gz"]
+    assert sorted(p.name for p in _files(out)) == ["patient1_DE_synth.json", "patient1_DE_synth.nii.gz",
+                                                   "patient1_DE_synth.png", "patient1_DE_uncertainty.nii.gz"]
     _check_synthesis(out / "patient1_DE_synth.nii.gz", files["C0"])
     assert _digests(inp) == before
 
@@ -396,3 +401,51 @@ def test_run_shorter_than_val_interval_validates_once_and_exports(phantom_dir, t
     assert (tmp_path / "autoencoder_tiny" / "best_autoencoder.pt").is_file()
     assert (tmp_path / "models" / "autoencoder_tiny.pt").is_file()  # under output_dir: models/ is untouched
     assert "Traceback" not in proc.stderr
+
+
+# issue 16: other scanners' geometry and signed inputs through the real workflow -----------------------------------
+def _write_variant(src: dict, dst: Path, flip: int | None = None, signed: str | None = None) -> dict:
+    """Copies of a case's files, stored flipped along ``flip`` (same physical image) and/or with sequence ``signed``
+    shifted to PSIR-like signed values."""
+    dst.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for s, path in src.items():
+        img = nib.load(str(path))
+        arr, aff = img.get_fdata().astype(np.float32), img.affine.copy()
+        if s == signed:
+            arr = arr - 0.35 * arr.max()
+        if flip is not None:
+            f = np.eye(4)
+            f[flip, flip], f[flip, 3] = -1, arr.shape[flip] - 1
+            arr, aff = np.ascontiguousarray(np.flip(arr, flip)), aff @ f
+        new = nib.Nifti1Image(arr, aff)
+        new.set_qform(aff, code=1)
+        new.set_sform(aff, code=1)
+        nib.save(new, dst / f"p_{s}.nii.gz")
+        out[s] = dst / f"p_{s}.nii.gz"
+    return out
+
+
+@pytest.mark.parametrize("flip", [0, 2])
+def test_flipped_input_gives_the_identical_synthesis(diffusion_dir, phantom_dir, tmp_path, flip):
+    src = {s: p for s, p in _case_files(phantom_dir, "myops_test_201").items() if s != "DE"}
+    res = {}
+    for name, f in (("plain", None), ("flipped", flip)):
+        files = _write_variant(src, tmp_path / f"in_{name}", flip=f)
+        run_bundle(["inference"], "--models_dir", diffusion_dir("lge"), "--task", "lge", "--num_inference_steps", 2,
+                   "--input_files", str({k: str(v) for k, v in files.items()}), "--case_name", "p",
+                   "--output_dir", tmp_path / name)
+        res[name] = _check_synthesis(tmp_path / name / "p_DE_synth.nii.gz", files["C0"])
+    np.testing.assert_allclose(np.flip(res["flipped"], flip), res["plain"], atol=1e-4)
+
+
+def test_psir_like_signed_condition_runs(diffusion_dir, phantom_dir, tmp_path):
+    files = _write_variant(_case_files(phantom_dir, "myops_test_201"), tmp_path / "in", signed="DE")
+    files.pop("T2")
+    run_bundle(["inference"], "--task", "t2", "--num_inference_steps", 2,
+               "--models_dir", diffusion_dir("t2"), "--input_files", str({k: str(v) for k, v in files.items()}),
+               "--case_name", "p", "--output_dir", tmp_path / "out")
+    data = _check_synthesis(tmp_path / "out" / "p_T2_synth.nii.gz", files["C0"])
+    assert np.isfinite(data).all() and data.std() > 0
+    side = json.loads((tmp_path / "out" / "p_T2_synth.json").read_text())
+    assert [n["signed"] for n in side["normalisation"]] == [False, True, False]
