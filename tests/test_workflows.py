@@ -152,7 +152,7 @@ def inference_run(diffusion_dir, phantom_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("inference") / "out"
     proc = run_bundle(["inference"], "--models_dir", models, "--dataset_dir", phantom_dir, "--task", "lge",
                       "--num_inference_steps", 3, "--split", "test", "--seed", 7, "--output_dir", out)
-    assert "wrote 4 files" in proc.stdout  # synthesis, uncertainty (default: mean of 4 samples), sidecar, preview
+    assert "wrote 4 files" in proc.stdout  # synthesis, uncertainty (default: mean of 16 samples), sidecar, preview
     return out, before, _digests(phantom_dir)
 
 
@@ -163,7 +163,7 @@ def test_inference_test_split(inference_run, phantom_dir):
                                                    f"{case}_DE_synth.png", f"{case}_DE_uncertainty.nii.gz"]
     _check_synthesis(out / f"{case}_DE_synth.nii.gz", _case_files(phantom_dir, case)["C0"])
     unc = np.asarray(nib.load(str(out / f"{case}_DE_uncertainty.nii.gz")).dataobj)
-    assert (unc >= 0).all() and unc.max() > 0  # the 4 samples differ somewhere
+    assert (unc >= 0).all() and unc.max() > 0  # the samples differ somewhere
     from PIL import Image
 
     with Image.open(out / f"{case}_DE_synth.png") as im:
@@ -198,7 +198,7 @@ def test_evaluate_validation_split(diffusion_dir, phantom_dir, tmp_path):
         assert s["over_cases"][k]["mean"] == pytest.approx(mean, abs=1e-3)
     assert (out / f"{case}_DE_synth.nii.gz").is_file()
     # the clinical read-out runs end to end on the phantom (it has a scar): lesion slices counted, realism and the
-    # uncertainty calibration (default 4 samples) finite
+    # uncertainty calibration (default 16 samples) finite
     c = s["clinical"]
     assert c["readout"] == "lge" and c["slices_with_lesion"] > 0
     for k in ("hf_ratio", "grad_ratio", "unc_spearman", "dice_fwhm_real"):
