@@ -118,11 +118,13 @@ def setargs(args) -> list[str]:
 
 
 def code_fingerprint() -> str:
-    """sha1 of every config and bundle/ source: a cached evaluation made with other pipeline code is stale."""
+    """sha1 of every config and bundle/ source (but the version string in bundle/__init__.py): a cached evaluation
+    made with other pipeline code is stale."""
     import hashlib
 
     h = hashlib.sha1()
-    for f in sorted([*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "bundle").glob("*.py")]):
+    files = [*(ROOT / "configs").rglob("*.yaml"), *(ROOT / "bundle").glob("*.py")]
+    for f in sorted(f for f in files if f.name != "__init__.py"):
         h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:12]
 
