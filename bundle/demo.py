@@ -54,8 +54,11 @@ def describe(task: str, synth_dir: Path, dataset_dir: Path | None = None) -> Non
     panels, and (with the real sequence at hand in ``dataset_dir``) the PSNR of the synthesis inside the FOV."""
     import nibabel as nib
     import numpy as np
+    import torch
+    from monai.metrics import PSNRMetric
 
     from bundle.data import SEQUENCES
+    from bundle.transforms import fov_offsets, normalize_fov
 
     names = {"C0": "bSSFP", "DE": "LGE", "T2": "T2"}
     target = {"lge": "DE", "t2": "T2", "bssfp": "C0"}.get(task)
@@ -69,14 +72,13 @@ def describe(task: str, synth_dir: Path, dataset_dir: Path | None = None) -> Non
         real = next(iter(sorted(dataset_dir.glob(f"*/{case}_{target}.nii.gz")))) if dataset_dir else None
         if real is not None:
             try:  # PSNR in the evaluation's units: centred 256-voxel field, [0, p99.5] -> [0, 1]
-                ref = np.asarray(nib.load(str(real)).dataobj, dtype=np.float64)
-                syn = np.asarray(nib.load(str(synth)).dataobj, dtype=np.float64)
-                ox, oy = max((ref.shape[0] - 256) // 2, 0), max((ref.shape[1] - 256) // 2, 0)
+                ref = np.asarray(nib.load(str(real)).dataobj, dtype=np.float32)
+                syn = np.asarray(nib.load(str(synth)).dataobj, dtype=np.float32)
+                ox, oy = (max(o, 0) for o in fov_offsets(ref.shape, 256))
                 ref, syn = ref[ox:ox + 256, oy:oy + 256], syn[ox:ox + 256, oy:oy + 256]
-                hi = np.percentile(ref, 99.5)
-                ref = np.clip(ref, 0, hi) / hi
-                mse = float(((np.clip(syn, 0, 1) - ref) ** 2).mean())
-                line += f"; PSNR vs the real {names[target]} {10 * np.log10(1 / max(mse, 1e-12)):.1f} dB"
+                ref = normalize_fov(torch.as_tensor(ref)[None])[None]
+                psnr = PSNRMetric(max_val=1.0)(torch.as_tensor(syn).clamp(0, 1)[None, None], ref).mean()
+                line += f"; PSNR vs the real {names[target]} {float(psnr):.1f} dB"
             except Exception:  # a description only: never fail the demo over it
                 pass
         print(line)

@@ -196,7 +196,6 @@ class SaveSynthesisd(MapTransform):
         self.fill_network, self.network, self.feather = fill_network, network, int(feather)
         self.image_size = image_size if image_size is not None else getattr(inferer, "image_size", None)
         self.provenance = dict(provenance or {})
-        self._md5: dict[str, str] = {}
         self.written: list[Path] = []
         self._unc: tuple[object, int] = (None, 0)  # (the inferer's current uncertainty batch, next item in it)
 
@@ -210,30 +209,24 @@ class SaveSynthesisd(MapTransform):
         self._unc = (unc, k + 1)  # holds the batch: a new batch is a new object (its id is never reused meanwhile)
         return unc[min(k, unc.shape[0] - 1), 0].float().cpu().numpy()
 
-    def fill(self, field: torch.Tensor) -> tuple[np.ndarray, str]:
-        """(X', Y', S) synthesis of the whole field, and the method's name."""
+    def fill(self, field: torch.Tensor, fov: int) -> tuple[np.ndarray, str]:
+        """(X', Y', S) synthesis of the whole field around the model's ``fov``, and the method's name."""
         t = SEQUENCES.index(self.target)
         if self.target in self.conditions:
             return np.asarray(field[t], np.float32), "input"
         net = self.fill_network if self.fill_network is not None else getattr(self.inferer, "guide_network", None)
         if net is not None:
-            return regression_fill(field, t, net, self._fov, self.image_size).numpy(), "regression"
+            return regression_fill(field, t, net, fov, self.image_size).numpy(), "regression"
         if self.network is not None and self.inferer is not None:
-            return sliding_fill(field, self.inferer, self.network, self._fov).numpy(), "sliding_window"
+            return sliding_fill(field, self.inferer, self.network, fov).numpy(), "sliding_window"
         raise DataError("whole-field synthesis needs a fill_network, the inferer's guide_network or the network "
                         "(for sliding windows); none was given to SaveSynthesisd")
 
     def weights_md5(self) -> dict:
-        out = {}
-        for name, path in (self.provenance.get("weights") or {}).items():
-            if path is None:
-                continue
-            if str(path) not in self._md5:
-                from bundle.weights import file_md5
+        from bundle.weights import file_md5
 
-                self._md5[str(path)] = file_md5(path) if Path(path).is_file() else None
-            out[name] = {"path": str(path), "md5": self._md5[str(path)]}
-        return out
+        return {name: {"path": str(path), "md5": file_md5(path) if Path(path).is_file() else None}
+                for name, path in (self.provenance.get("weights") or {}).items() if path is not None}
 
     def __call__(self, data: Mapping) -> dict:
         import json
@@ -244,7 +237,7 @@ class SaveSynthesisd(MapTransform):
         ref = str(d[f"{self.conditions[0]}_path"])
         native = nib.load(ref).shape
         pred = torch.as_tensor(d["pred"]).detach().float().cpu().numpy()[self.pred_channel]
-        self._fov = pred.shape[0]
+        fov = pred.shape[0]
         base = f"{case}_{self.target}_{self.suffix}"
         out = self.output_dir / f"{base}.nii.gz"
         u = self._uncertainty()
@@ -254,8 +247,8 @@ class SaveSynthesisd(MapTransform):
         if field is not None:
             field = torch.as_tensor(field).detach().float().cpu()
             faff = np.asarray(torch.as_tensor(d["field_affine"]).double().cpu().numpy())
-            fill, method = self.fill(field)
-            w = feather_weight(self._fov, fill.shape, self.feather)[..., None]
+            fill, method = self.fill(field, fov)
+            w = feather_weight(fov, fill.shape, self.feather)[..., None]
             whole = w * paste_fov(pred, fill.shape) + (1 - w) * fill
             vol = np.clip(to_input_grid(whole, faff, ref), 0, 1)
         else:
@@ -285,9 +278,9 @@ class SaveSynthesisd(MapTransform):
             **{k: v for k, v in self.provenance.items() if k != "weights"},
             "weights": self.weights_md5(),
             "normalisation": norm,
-            "geometry": dict(geometry or {}, fov_voxels=self._fov,
+            "geometry": dict(geometry or {}, fov_voxels=fov,
                              fov_mm=None if not geometry or geometry.get("target_spacing_mm") is None
-                             else round(self._fov * geometry["target_spacing_mm"], 2)),
+                             else round(fov * geometry["target_spacing_mm"], 2)),
             "whole_field": {"method": method, "feather_voxels": self.feather if field is not None else None,
                             "note": "the field of view is synthesized by the model; outside it, by `method`, "
                                     "blended over `feather_voxels` at the FOV border"},

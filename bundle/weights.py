@@ -7,6 +7,7 @@ The autoencoder's ``extra`` holds its latent ``scale_factor`` so inference never
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,13 @@ def guard_shipped(path: str | Path, overwrite_shipped: bool = False, backup: boo
 
 
 def file_md5(path: str | Path) -> str:
+    """md5 of a file, read once per (path, size, mtime): loading and every output's sidecar ask for the same files."""
+    st = Path(path).stat()
+    return _md5(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _md5(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
