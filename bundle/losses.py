@@ -1,4 +1,5 @@
-"""Heatmap denoising loss: the noise-prediction error weighted up on the myocardium and on hard regions."""
+"""Heatmap loss: the prediction error (the diffusion model's noise or velocity, or the guide regressor's image) weighted
+up on the myocardium and on hard regions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from torch import nn
 class HeatmapDiffusionLoss(nn.Module):
     """``mean(W · (target − pred)²)`` with per-latent-pixel weight ``W = 1 + λ_myo·M + λ_hard·H``.
 
-    - M (B, 1, h, w): myocardium mask ({200, 1220, 2221}) on the latent grid (see :func:`latent_mask`).
+    - M (B, 1, h, w): myocardium mask ({200, 1220, 2221}) on the prediction's grid (the latent grid: see
+      :func:`latent_mask`; the image grid for the guide regressor, ``configs/train_guide.yaml``).
     - H (B, 1, h, w): the per-pixel error ``|target − pred|`` averaged over channels, divided by its per-sample
       maximum and detached (it steers the weight, it gives no gradient path).
     ``λ_myo = λ_hard = 0`` is the plain LDM loss. ``target`` may be a ``(target, mask)`` pair (as built by

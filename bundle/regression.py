@@ -32,13 +32,16 @@ class TranslationPrepareBatch:
     ``task`` names one task or ``any``: in training each slice gets a random target; with ``all_tasks`` (validation)
     every slice appears once per task (B' = n_tasks·B), so the validation metric covers all three. The kwargs feed
     :class:`ConditionalPatchInferer` (pix2pix); :class:`TranslationInferer` ignores them.
-    ``seed`` makes the random targets a function of the batch's slices.
+    ``seed`` makes the random targets a function of the batch's slices. With ``with_mask`` the target is the pair
+    ``(image (B', 1, H, W), myocardium mask (B', 1, H, W))`` for :class:`bundle.losses.HeatmapDiffusionLoss` (zeros
+    where the slices carry no ``mask``: unlabelled scans).
     """
 
-    def __init__(self, task: str, tasks: Mapping[str, Mapping], all_tasks: bool = False, seed: int | None = None):
+    def __init__(self, task: str, tasks: Mapping[str, Mapping], all_tasks: bool = False, seed: int | None = None,
+                 with_mask: bool = False):
         names = sorted(tasks) if task == "any" else [task]
         self.targets = torch.tensor([task_slots(t, tasks)[0] for t in names])
-        self.all_tasks, self.seed = all_tasks, seed
+        self.all_tasks, self.seed, self.with_mask = all_tasks, seed, with_mask
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
         images = batchdata["image"].float()
@@ -51,7 +54,13 @@ class TranslationPrepareBatch:
             target = self.targets[torch.randint(len(self.targets), (b,), generator=g)]
         inputs = translation_inputs(images, target).to(device=device, non_blocking=non_blocking)
         real = images[torch.arange(len(target)), target][:, None].to(device=device, non_blocking=non_blocking)
-        return inputs, real, (), {"condition": inputs, "real": real}
+        goal = real
+        if self.with_mask:
+            mask = batchdata.get("mask")
+            mask = torch.zeros_like(images[:b, :1]) if mask is None else mask.float()
+            mask = mask.repeat(len(target) // b, 1, 1, 1).to(device=device, non_blocking=non_blocking)
+            goal = (real, mask)
+        return inputs, goal, (), {"condition": inputs, "real": real}
 
 
 class TranslationInferer(Inferer):

@@ -4,7 +4,7 @@
 #   CENTRE_D=../shared/data/myopspp_centre_d MYOPS_DIR=../shared/data/myops2020 bash scripts/finetune_centre_d.sh [train|eval|all]
 # Recipe fixed before any score was seen (no knob chosen on the fold): the diffusion model from
 # models/diffusion_cpu_any.pt, 300 epochs at lr 1e-4 (EMA as in the configs), the guide regressor from
-# models/guide_cpu_any.pt, 100 epochs at lr 1e-4; both on cases 4006-4015, exporting their last weights; the
+# models/guide_cpu_any.pt, 100 epochs at lr 1e-4 with its own loss (configs/train_guide.yaml); both on cases 4006-4015, exporting their last weights; the
 # in-training validation loss/PSNR is logged on cases 4014-4015 (training cases: logging only, nothing is chosen).
 # Held-out fold: cases 4001-4005, never trained on.
 set -euo pipefail
@@ -21,9 +21,9 @@ what=${1:-all}
 mkdir -p "$OUT/logs"
 
 if [[ $what == train || $what == all ]]; then
-  $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/baselines/image.yaml','configs/baselines/unet_l1.yaml']" \
+  $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/baselines/image.yaml','configs/baselines/unet_l1.yaml','configs/train_guide.yaml']" \
     --dataset_dir "$CENTRE_D" --train_case_ids "$TRAIN" --val_case_ids "$LOGVAL" \
-    --init_weights models/guide_cpu_any.pt --max_epochs 100 --lr 1e-4 --baselines_dir "$OUT/guide" \
+    --init_weights models/guide_cpu_any.pt --max_epochs 100 --lr 1e-4 --baselines_dir "$OUT/guide" --export_dir "$OUT/guide" \
     > "$OUT/logs/guide_finetune.log" 2>&1
   $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/train_diffusion.yaml']" \
     --dataset_dir "$CENTRE_D" --train_case_ids "$TRAIN" --val_case_ids "$LOGVAL" --task any \
@@ -37,7 +37,7 @@ if [[ $what == eval || $what == all ]]; then
     extra=()
     if [[ $model == finetuned ]]; then
       extra=(--models_dir "$OUT/train/models" --autoencoder_path models/autoencoder_cpu.pt
-             --guide_weights "$OUT/guide/unet_l1_cpu_any.pt")
+             --guide_weights "$OUT/guide/guide_cpu_any.pt")
     fi
     for task in lge t2 bssfp; do
       $PY -m monai.bundle run --config_file "$EV" --task $task --dataset_dir "$CENTRE_D" --case_ids "$FOLD" \

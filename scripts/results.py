@@ -51,6 +51,8 @@ METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     # samples gained CMRDiff +0.1 dB mean PSNR)
     "no_guided_synthesis": ("ablation: no guided synthesis", [B + "no_guided_synthesis.yaml"], ["--num_samples", "4"]),
     "ldm_plain": ("ldm_plain", [B + "latent.yaml", B + "ldm_plain.yaml"], ["--num_samples", "4"]),
+    # the regressor behind CMRDiff's `guide: regression` start (guide_weights), evaluated on its own
+    "guide": ("CMRDiff's guide regressor alone", [B + "image.yaml", B + "evaluate_image.yaml"], []),
     "unet_l1": ("unet_l1", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
     "pix2pix": ("pix2pix", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
     "linear": ("linear fit a·c1 + b·c2 + c", [B + "image.yaml", B + "evaluate_image.yaml", B + "linear.yaml"], []),
@@ -89,7 +91,7 @@ def knobs(key: str, overrides: list[str]) -> dict:
 
 def label(key: str, overrides: list[str]) -> str:
     name = METHODS[key][0]
-    if key in ("unet_l1", "pix2pix", "linear", "copy"):
+    if key in ("guide", "unet_l1", "pix2pix", "linear", "copy"):
         return name
     k = knobs(key, overrides)
     return f"{name}: " + ", ".join(f"{SHORT.get(n, n)} {v}" for n, v in k.items())
@@ -103,9 +105,12 @@ def weights_of(key: str, args) -> list[Path]:
         return [args.baselines_dir / f"{key}_{args.profile}_any.pt"]
     sets = dict(kv.split("=", 1) for kv in args.set)
     models = Path(sets.get("models_dir", ROOT / "models"))
+    guide = Path(sets.get("guide_weights", models / f"guide_{args.profile}_any.pt"))
+    if key == "guide":
+        return [guide]
     files = [models / f"diffusion_{args.profile}_any.pt"]
     if knobs(key, setargs(args))["guide"] == "regression":
-        files.append(Path(sets.get("guide_weights", models / f"guide_{args.profile}_any.pt")))
+        files.append(guide)
     return files
 
 
@@ -133,6 +138,11 @@ def evaluate(key: str, task: str, args, out: Path) -> dict:
     summary, stamp = out / "summary.json", out / "command.txt"
     ws = weights_of(key, args)
     _, files, extra = METHODS[key]
+    if key == "guide":  # the guide's own weights file and the method it was trained as (guide, or unet_l1 before)
+        import torch
+
+        method = torch.load(ws[0], map_location="cpu", weights_only=True)["arch"]["method"]
+        extra = [*extra, "--method", method, "--baseline_weights", str(ws[0])]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(EVAL + files), "--task", task,
            "--dataset_dir", str(args.dataset_dir), "--split", args.split, "--output_dir", str(out),
            "--profile", args.profile, "--baselines_dir", str(args.baselines_dir), *extra, *setargs(args)]

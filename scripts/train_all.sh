@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Train the shipped models with the bundle's own configs: the stage-1 VAE, then the stage-2 diffusion models
-# (three per-task models, the all-task `any` model and the no-heatmap-loss ablation) side by side.
+# (three per-task models, the all-task `any` model and the no-heatmap-loss ablation) and the guide regressor side by side.
 # The baselines of the results table: scripts/train_baselines.sh.
 #   DATASET_DIR=/path/to/myops2020 OUT=output/train_all bash scripts/train_all.sh [extra monai.bundle overrides]
-# Weights go to $MODELS (default models/), logs and TensorBoard runs to $OUT.
+# Weights go to $MODELS (default $OUT/models; the diffusion models read the autoencoder trained there), logs and
+# TensorBoard runs to $OUT. To ship them, copy them into models/ (large_files.yml lists their md5s).
 set -euo pipefail
 DATASET_DIR=${DATASET_DIR:?set DATASET_DIR to the MyoPS 2020 folder}
 OUT=${OUT:-output/train_all}
-MODELS=${MODELS:-models}
+MODELS=${MODELS:-$OUT/models}
 PROFILE=${PROFILE:-cpu}
 AE_LIMIT=${AE_LIMIT:-864000}
 DM_LIMIT=${DM_LIMIT:-864000}
@@ -15,7 +16,7 @@ PY=${PY:-python}
 mkdir -p "$OUT" "$MODELS"
 EXTRA=("$@")
 run() { $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/$1.yaml']" --dataset_dir "$DATASET_DIR" \
-          --output_dir "$OUT" --models_dir "$MODELS" --profile "$PROFILE" "${@:2}" ${EXTRA[@]+"${EXTRA[@]}"}; }
+          --output_dir "$OUT" --models_dir "$MODELS" --export_dir "$MODELS" --profile "$PROFILE" "${@:2}" ${EXTRA[@]+"${EXTRA[@]}"}; }
 start=$(date +%s)
 run train_autoencoder --time_limit_s "$AE_LIMIT" > "$OUT/train_autoencoder.log" 2>&1
 echo "autoencoder done in $(( $(date +%s) - start )) s"; grep -E "saved|best value" "$OUT/train_autoencoder.log" | tail -2
@@ -24,9 +25,13 @@ pids=()
 for task in lge t2 bssfp any; do
   run train_diffusion --task "$task" --time_limit_s "$DM_LIMIT" > "$OUT/train_diffusion_$task.log" 2>&1 & pids+=($!)
 done
+# the guide regressor of the `guide: regression` start (configs/train_guide.yaml)
+$PY -m monai.bundle run --config_file "['configs/common.yaml','configs/baselines/image.yaml','configs/baselines/unet_l1.yaml','configs/train_guide.yaml']" \
+    --dataset_dir "$DATASET_DIR" --output_dir "$OUT" --export_dir "$MODELS" --profile "$PROFILE" --val_interval 20 \
+    --baselines_dir "$OUT" ${EXTRA[@]+"${EXTRA[@]}"} > "$OUT/train_guide.log" 2>&1 & pids+=($!)
 # ablation: the `any` model without the heatmap loss (configs/baselines/no_heatmap.yaml), written to output/baselines/
 $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/train_diffusion.yaml','configs/baselines/latent.yaml','configs/baselines/no_heatmap.yaml']" \
-    --dataset_dir "$DATASET_DIR" --models_dir "$MODELS" --profile "$PROFILE" --task any --time_limit_s "$DM_LIMIT" \
+    --dataset_dir "$DATASET_DIR" --output_dir "$OUT" --models_dir "$MODELS" --profile "$PROFILE" --task any --time_limit_s "$DM_LIMIT" \
     ${EXTRA[@]+"${EXTRA[@]}"} > "$OUT/train_diffusion_any_noheatmap.log" 2>&1 & pids+=($!)
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done

@@ -54,6 +54,33 @@ def test_prepare_batch_seeded_targets_repeat():
     assert torch.equal(a, b)
 
 
+def test_prepare_batch_with_mask_pairs_the_target_with_its_myocardium():
+    batch = dict(_batch(), mask=(torch.rand(4, 1, 16, 16) > 0.5).float())
+    _, (real, mask), _, kw = TranslationPrepareBatch("lge", TASKS, with_mask=True)(batch)
+    torch.testing.assert_close(real, batch["image"][:, 1:2])
+    assert kw["real"] is real and torch.equal(mask, batch["mask"])
+    _, (real, mask), _, _ = TranslationPrepareBatch("any", TASKS, all_tasks=True, with_mask=True)(batch)
+    assert real.shape == mask.shape == (12, 1, 16, 16)
+    assert all(torch.equal(mask[4 * k : 4 * k + 4], batch["mask"]) for k in range(3))
+    _, (real, mask), _, _ = TranslationPrepareBatch("any", TASKS, with_mask=True)(_batch())  # unlabelled slices
+    assert mask.shape == real.shape and not mask.any()
+
+
+def test_guide_heatmap_loss_weights_the_myocardium_of_the_image():
+    """configs/train_guide.yaml: the heatmap loss on the regressor's image counts myocardium errors more."""
+    from bundle.losses import HeatmapDiffusionLoss
+
+    batch = dict(_batch(2), mask=torch.zeros(2, 1, 16, 16))
+    batch["mask"][:, :, 4:8, 4:8] = 1
+    _, goal, _, _ = TranslationPrepareBatch("t2", TASKS, with_mask=True)(batch)
+    pred_in, pred_out = goal[0].clone(), goal[0].clone()
+    pred_in[:, :, 5, 5] += 0.5  # the same error inside / outside the myocardium
+    pred_out[:, :, 12, 12] += 0.5
+    loss = HeatmapDiffusionLoss(lambda_myo=3.0, lambda_hard=0.0)
+    assert loss(pred_in, goal).item() == pytest.approx(4 * loss(pred_out, goal).item())
+    assert loss(pred_out, goal).item() == pytest.approx(nn.functional.mse_loss(pred_out, goal[0]).item())
+
+
 class _Spy(nn.Module):
     def __init__(self, net):
         super().__init__()

@@ -59,11 +59,14 @@ def autoencoder_dir(phantom_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def guide_file(phantom_dir, tmp_path_factory) -> Path:
-    """The tiny regressor behind the default `guide: regression` start (unet_l1, one epoch)."""
+    """The tiny regressor behind the default `guide: regression` start (configs/train_guide.yaml: the unet_l1
+    network and recipe with the heatmap loss, one epoch)."""
     out = tmp_path_factory.mktemp("guide")
-    run_bundle(["baselines/image", "baselines/unet_l1"], "--max_epochs", 1, "--val_interval", 1, "--batch_size", 4,
-               "--dataset_dir", phantom_dir, "--output_dir", out, "--baselines_dir", out)
-    return out / "unet_l1_tiny_any.pt"
+    run_bundle(["baselines/image", "baselines/unet_l1", "train_guide"], "--max_epochs", 1, "--val_interval", 1,
+               "--batch_size", 4, "--dataset_dir", phantom_dir, "--output_dir", out, "--baselines_dir", out)
+    weights = out / "models" / "guide_tiny_any.pt"
+    assert torch.load(weights, map_location="cpu", weights_only=True)["arch"]["method"] == "guide"
+    return weights
 
 
 @pytest.fixture(scope="module")
