@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from monai.engines import AdversarialTrainer
@@ -159,3 +161,28 @@ def test_linear_fit_recovers_per_task_coefficients():
     assert not torch.allclose(model(translation_inputs(x, torch.full((6,), 2))), pred, atol=1e-3)
     with pytest.raises(ValueError, match="no training slices"):
         fit_linear(LinearFit(), [], TASKS)
+
+
+def test_train_guide_config_wires_the_heatmap_loss_and_the_mask():
+    """configs/train_guide.yaml on top of the unet_l1 baseline: heatmap loss (its knobs), mask-paired targets, and
+    augmentation that moves the mask with the image; the baseline itself keeps L1."""
+    from monai.bundle import ConfigParser
+
+    from bundle.losses import HeatmapDiffusionLoss
+
+    def parsed(*extra):
+        root = Path(__file__).resolve().parents[1] / "configs"
+        p = ConfigParser()
+        p.read_config([str(root / f) for f in ("common.yaml", "baselines/image.yaml", "baselines/unet_l1.yaml", *extra)])
+        p["output_dir"] = "/tmp"
+        return p
+
+    p = parsed("train_guide.yaml")
+    p["guide_lambda_myo"] = 2.5
+    loss = p.get_parsed_content("train#loss")
+    assert isinstance(loss, HeatmapDiffusionLoss) and loss.lambda_myo == 2.5 and loss.lambda_hard == 1.0
+    assert p.get_parsed_content("train#prepare_batch").with_mask
+    assert all("mask" in t.keys for t in p.get_parsed_content("augment").transforms)
+    base = parsed()
+    assert isinstance(base.get_parsed_content("train#loss"), nn.L1Loss)
+    assert not base.get_parsed_content("train#prepare_batch").with_mask
