@@ -18,11 +18,13 @@ class HeatmapDiffusionLoss(nn.Module):
     :class:`bundle.engine.CMRDiffPrepareBatch`); without a mask M = 0.
     """
 
-    def __init__(self, lambda_myo: float = 1.0, lambda_hard: float = 1.0) -> None:
+    def __init__(self, lambda_myo: float = 1.0, lambda_hard: float = 1.0, distance: str = "l2") -> None:
         super().__init__()
         if lambda_myo < 0 or lambda_hard < 0:
             raise ValueError(f"heatmap loss weights must be >= 0, got lambda_myo={lambda_myo}, lambda_hard={lambda_hard}")
-        self.lambda_myo, self.lambda_hard = lambda_myo, lambda_hard
+        if distance not in ("l2", "l1"):
+            raise ValueError(f"heatmap loss distance must be 'l2' or 'l1', got {distance!r}")
+        self.lambda_myo, self.lambda_hard, self.distance = lambda_myo, lambda_hard, distance
 
     def forward(self, pred: torch.Tensor, target, mask: torch.Tensor | None = None) -> torch.Tensor:
         if isinstance(target, (tuple, list)):
@@ -35,7 +37,7 @@ class HeatmapDiffusionLoss(nn.Module):
             err = diff.detach().abs().mean(1, keepdim=True)
             err = err / err.flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1, 1)
             weight = weight + self.lambda_hard * err
-        return (weight * diff.pow(2)).mean()
+        return (weight * (diff.pow(2) if self.distance == "l2" else diff.abs())).mean()
 
 
 def latent_mask(mask: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:

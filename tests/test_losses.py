@@ -89,6 +89,19 @@ def test_tuple_target_equals_explicit_mask():
     assert not torch.allclose(fn(pred, target), explicit)  # the mask is actually used
 
 
+def test_l1_distance_weights_absolute_errors():
+    """distance="l1" (the guide regressor's option): the same weights on |error| instead of error²."""
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    mask = (torch.rand(2, 1, 8, 8, generator=g) > 0.5).float()
+    torch.testing.assert_close(HeatmapDiffusionLoss(0.0, 0.0, distance="l1")(pred, target), F.l1_loss(pred, target))
+    err = (target - pred).abs()
+    w = 1 + 2.0 * mask + 0.5 * err / err.flatten(1).amax(1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(HeatmapDiffusionLoss(2.0, 0.5, distance="l1")(pred, target, mask), (w * err).mean())
+    with pytest.raises(ValueError, match="distance"):
+        HeatmapDiffusionLoss(distance="l3")
+
+
 @pytest.mark.parametrize("lam", [(-0.1, 1.0), (1.0, -0.1)])
 def test_negative_lambda_raises(lam):
     with pytest.raises(ValueError, match="must be >= 0"):
