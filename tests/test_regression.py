@@ -181,6 +181,7 @@ def test_train_guide_config_wires_the_heatmap_loss_and_the_mask():
     p["guide_lambda_myo"] = 2.5
     loss = p.get_parsed_content("train#loss")
     assert isinstance(loss, HeatmapDiffusionLoss) and loss.lambda_myo == 2.5 and loss.lambda_hard == 1.0
+    assert loss.distance == "l1"  # the shipped guide's recipe (docs/results.md)
     assert p.get_parsed_content("train#prepare_batch").with_mask
     assert all("mask" in t.keys for t in p.get_parsed_content("augment").transforms)
     base = parsed()
