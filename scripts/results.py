@@ -19,6 +19,7 @@ The tuning-fold table (models trained on `train_tune`, scored on `tune`; between
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -122,9 +123,10 @@ def setargs(args) -> list[str]:
     return out
 
 
+@functools.cache
 def code_fingerprint() -> str:
     """sha1 of every config and bundle/ source (but the version string in bundle/__init__.py): a cached evaluation
-    made with other pipeline code is stale."""
+    made with other pipeline code is stale. Read once per run."""
     import hashlib
 
     h = hashlib.sha1()
