@@ -208,6 +208,58 @@ def table(results: dict[str, dict[str, dict]], labels: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+# the methods CMRDiff is compared with (issue 14); the guide and the CMRDiff ablations are parts of CMRDiff
+COMPETITORS = ("unet_l1", "pix2pix", "ldm_plain", "linear", "copy")
+
+
+def per_slice(out: Path) -> dict[tuple[str, str], dict[str, float]]:
+    """One evaluation's metrics.csv (written by bundle.evaluation.SynthesisMetrics) -> {(case, slice): {column: value}}."""
+    import csv
+
+    with open(out / "metrics.csv", newline="") as f:
+        return {(r["case"], r["slice"]): {k: float(r[k]) for k, _, _ in COLS} for r in csv.DictReader(f)}
+
+
+def paired_bootstrap(a: dict, b: dict, key: str, n_boot: int = 10000, seed: int = 0) -> dict:
+    """Paired difference ``mean(a) − mean(b)`` of column ``key`` over the slices both rows scored (NaNs dropped), and
+    its 95% interval from resampling whole cases with replacement (slices of one case are not independent).
+    ``p_above`` = the fraction of resamples with a positive difference. a, b: :func:`per_slice` dicts."""
+    diffs: dict[str, list[float]] = {}
+    for k in sorted(set(a) & set(b)):
+        d = a[k][key] - b[k][key]
+        if np.isfinite(d):
+            diffs.setdefault(k[0], []).append(d)
+    if not diffs:
+        return {"delta": float("nan"), "low": float("nan"), "high": float("nan"), "p_above": float("nan"),
+                "cases": 0, "slices": 0}
+    sums = np.array([sum(v) for v in diffs.values()])
+    counts = np.array([len(v) for v in diffs.values()])
+    draw = np.random.default_rng(seed).integers(0, len(sums), size=(n_boot, len(sums)))
+    means = sums[draw].sum(1) / counts[draw].sum(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"delta": float(sums.sum() / counts.sum()), "low": float(low), "high": float(high),
+            "p_above": float((means > 0).mean()), "cases": len(sums), "slices": int(counts.sum())}
+
+
+def paired_table(results: dict[str, dict[str, dict]], labels: dict[str, str], out_dir: Path) -> str:
+    """CMRDiff minus the best competitor of each column (the highest mean over slices among COMPETITORS), paired
+    over slices, with a case-resampling 95% interval: how many of the table's wins and losses are resolved."""
+    comp = [k for k in COMPETITORS if results.get(k)]
+    if not results.get("cmrdiff") or not comp:
+        return ""
+    lines = ["| task | column | best competitor | CMRDiff − competitor | 95% interval (cases resampled) | "
+             "resamples > 0 | cases / slices |", "|---|---|---|---|---|---|---|"]
+    for t in TASKS:
+        mine = per_slice(out_dir / "cmrdiff" / t)
+        for k, name, digits in COLS:
+            best = max(comp, key=lambda m: results[m][t]["over_slices"][k]["mean"])
+            r = paired_bootstrap(mine, per_slice(out_dir / best / t), k)
+            lines.append(f"| {t} | {name} | {labels[best].split(' (')[0]} | {r['delta']:+.{digits}f} | "
+                         f"[{r['low']:+.{digits}f}, {r['high']:+.{digits}f}] | {r['p_above']:.0%} | "
+                         f"{r['cases']} / {r['slices']} |")
+    return "\n".join(lines)
+
+
 # the clinical/realism columns (bundle/clinical.py, docs/clinical_metrics.md): (label, key in summary["clinical"]
 # ["over_slices"], digits); lesion columns only for the lge and t2 read-outs
 CLIN_LESION = (("CR rel. error", "cr_rel_error", 2), ("Dice n-SD synth", "dice_nsd_synth", 2),
@@ -308,15 +360,21 @@ def main() -> None:
         results[key] = {t: evaluate(key, t, args, args.output_dir / key / t) for t in TASKS}
     md = table(results, labels)
     clin = clinical_tables(results, labels)
+    paired = paired_table(results, labels, args.output_dir)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "table.md").write_text(md + "\n")
-    (args.output_dir / "clinical.md").write_text(clin + "\n")
+    for name, text in (("table", md), ("clinical", clin), ("paired", paired)):
+        (args.output_dir / f"{name}.md").write_text(text + "\n")
     print(md)
     print(clin)
+    print(paired)
     if args.only and not tune:
         return  # a partial validation table is not written into the docs (the tuning-fold table may be partial)
     doc = args.doc.read_text()
-    for marker, text in (("tune" if tune else "results", md), ("clinical_tune" if tune else "clinical", clin)):
+    blocks = (("tune", md), ("clinical_tune", clin), ("paired_tune", paired)) if tune else \
+        (("results", md), ("clinical", clin), ("paired", paired))
+    for marker, text in blocks:
+        if not text:
+            continue
         block = f"<!-- {marker}:begin -->\n{text}\n<!-- {marker}:end -->"
         if f"<!-- {marker}:begin -->" not in doc:
             raise SystemExit(f"error: {args.doc} has no <!-- {marker}:begin --> / <!-- {marker}:end --> markers")
