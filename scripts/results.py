@@ -8,7 +8,10 @@ Each (method, task) evaluation writes output/results/<method>/<task>/summary.jso
 than the weights it was made with and was made by the same command with the same pipeline code (configs and
 bundle/ sources, hashed into the stamp; ``--force`` reruns). A method whose weights are
 missing is listed as not trained (scripts/train_baselines.sh trains them). On the validation split it also writes
-``eval_metrics`` of configs/metadata.json from the CMRDiff row and the stage-1 reconstruction scores.
+``eval_metrics`` of configs/metadata.json from the CMRDiff row and the stage-1 reconstruction scores. Below the
+tables it writes the paired comparison of CMRDiff with the best competitor of each column (``paired_table``: the
+difference over the same slices and its 95% interval from resampling cases), into ``<!-- paired:begin -->``
+(``paired_tune`` on the tuning fold) and <output_dir>/paired.md.
 
 The tuning-fold table (models trained on `train_tune`, scored on `tune`; between ``<!-- tune:begin -->`` markers):
 
