@@ -22,6 +22,7 @@ The tuning-fold table (models trained on `train_tune`, scored on `tune`; between
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import os
@@ -217,8 +218,6 @@ COMPETITORS = ("unet_l1", "pix2pix", "ldm_plain", "linear", "copy")
 
 def per_slice(out: Path) -> dict[tuple[str, str], dict[str, float]]:
     """One evaluation's metrics.csv (written by bundle.evaluation.SynthesisMetrics) -> {(case, slice): {column: value}}."""
-    import csv
-
     with open(out / "metrics.csv", newline="") as f:
         return {(r["case"], r["slice"]): {k: float(r[k]) for k, _, _ in COLS} for r in csv.DictReader(f)}
 
@@ -253,10 +252,12 @@ def paired_table(results: dict[str, dict[str, dict]], labels: dict[str, str], ou
     lines = ["| task | column | best competitor | CMRDiff − competitor | 95% interval (cases resampled) | "
              "resamples > 0 | cases / slices |", "|---|---|---|---|---|---|---|"]
     for t in TASKS:
-        mine = per_slice(out_dir / "cmrdiff" / t)
+        rows = {}  # each method's metrics.csv read once per task, though it may be the best in several columns
         for k, name, digits in COLS:
             best = max(comp, key=lambda m: results[m][t]["over_slices"][k]["mean"])
-            r = paired_bootstrap(mine, per_slice(out_dir / best / t), k)
+            for m in ("cmrdiff", best):
+                rows.setdefault(m, per_slice(out_dir / m / t))
+            r = paired_bootstrap(rows["cmrdiff"], rows[best], k)
             lines.append(f"| {t} | {name} | {labels[best].split(' (')[0]} | {r['delta']:+.{digits}f} | "
                          f"[{r['low']:+.{digits}f}, {r['high']:+.{digits}f}] | {r['p_above']:.0%} | "
                          f"{r['cases']} / {r['slices']} |")
