@@ -183,7 +183,49 @@ def test_train_guide_config_wires_the_heatmap_loss_and_the_mask():
     assert isinstance(loss, HeatmapDiffusionLoss) and loss.lambda_myo == 2.5 and loss.lambda_hard == 1.0
     assert loss.distance == "l1"  # the shipped guide's recipe (docs/results.md)
     assert p.get_parsed_content("train#prepare_batch").with_mask
-    assert all("mask" in t.keys for t in p.get_parsed_content("augment").transforms)
+    assert [type(t).__name__ for t in p.get_parsed_content("augment").transforms] == ["RandFlipd", "RandFlipd",
+                                                                                       "RandRotate90d"]
+    p["augment_affine"] = True
+    spatial = [t for t in p.get_parsed_content("augment").transforms if type(t).__name__ != "RandAdjustContrastd"]
+    assert len(spatial) == 4 and all("mask" in t.keys for t in spatial)
     base = parsed()
     assert isinstance(base.get_parsed_content("train#loss"), nn.L1Loss)
     assert not base.get_parsed_content("train#prepare_batch").with_mask
+
+
+def test_augment_affine_knob_moves_images_off_the_flip_grid_and_the_mask_with_them():
+    """unet_l1.yaml's `augment_affine` (shared by unet_l1, pix2pix and the guide): off, every output is one of the 8
+    flips/rot90s of the input; on, small rotations/scalings/shifts appear, drawn once for the three sequences and the
+    mask (nearest, still binary, still on the image's bright block), and a gamma changes intensities."""
+    from monai.bundle import ConfigParser
+    from monai.utils import set_determinism
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    block = torch.zeros(1, 32, 32)
+    block[:, 6:20, 9:24] = 1.0
+    image = torch.cat([block * 0.8, block * 0.5 + 0.1, torch.linspace(0, 1, 32).expand(1, 32, 32)])
+    dihedral = [torch.rot90(f, k, (1, 2)) for f in (image, image.flip(1), image.flip(2), image.flip(1).flip(2))
+                for k in range(4)]
+
+    def outputs(affine: bool) -> list[dict]:
+        p = ConfigParser()
+        p.read_config([str(root / f) for f in ("common.yaml", "baselines/image.yaml", "baselines/unet_l1.yaml")])
+        p["output_dir"], p["augment_affine"] = "/tmp", affine
+        augment = p.get_parsed_content("augment")
+        set_determinism(seed=0)
+        augment.set_random_state(seed=0)
+        outs = [augment({"image": image.clone(), "mask": block.clone()}) for _ in range(12)]
+        set_determinism(seed=None)
+        return outs
+
+    for out in outputs(False):
+        assert any(torch.equal(torch.as_tensor(out["image"]), d) for d in dihedral)
+    moved = 0
+    for out in outputs(True):
+        img, mask = torch.as_tensor(out["image"]), torch.as_tensor(out["mask"])
+        moved += not any(torch.allclose(img, d, atol=1e-4) for d in dihedral)
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
+        inside = mask[0] > 0.5
+        if inside.sum() > 20:  # the mask still sits on the bright block of the first two sequences
+            assert img[0][inside].mean() > 3 * img[0][~inside].mean() + 1e-3
+    assert moved >= 3
