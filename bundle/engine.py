@@ -8,7 +8,7 @@ Batches come from the latent cache (:func:`encode_slices`): ``image`` (B, 3, H, 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from monai.engines import DiffusionPrepareBatch
@@ -119,18 +119,44 @@ class CMRDiffTrainInferer(DiffusionInferer):
 
 @torch.no_grad()
 def encode_slices(autoencoder: nn.Module, slices: Sequence[dict], scale_factor: float,
-                  device: torch.device | str = "cpu", batch_size: int = 32) -> list[dict]:
+                  device: torch.device | str = "cpu", batch_size: int = 32, views: int = 1,
+                  augment: Callable[[dict], dict] | None = None, seed: int = 0) -> list[dict]:
     """The latent cache: add ``latent`` (3·lc, h, w) = ``mu × scale_factor`` of each sequence to every slice
-    dict (``image`` (3, H, W)). The VAE is frozen, so this runs once instead of every epoch."""
+    dict (``image`` (3, H, W)). The VAE is frozen, so this runs once instead of every epoch.
+
+    ``views`` > 1 (with ``augment``, an image-space dictionary transform of ``image`` and ``mask``, seeded with
+    ``seed``): each slice also gets ``views``, a list of ``views`` dicts ``{image, latent[, mask]}``, the first the
+    slice itself and the others ``augment``'s draws encoded the same way (pick one per epoch with
+    :class:`bundle.transforms.RandViewd`)."""
+    if views > 1 and augment is None:
+        raise ValueError("encode_slices: views > 1 needs an image-space augment transform")
     autoencoder.eval()
+
+    def encode(chunk: Sequence[dict]) -> list[torch.Tensor]:
+        x = torch.stack([torch.as_tensor(s["image"]) for s in chunk]).float().to(device)  # (b, 3, H, W)
+        b = x.shape[0]
+        with torch.no_grad():
+            mu = autoencoder.encode(x.reshape(b * 3, 1, *x.shape[2:]))[0] * scale_factor  # (3b, lc, h, w)
+        return list(mu.reshape(b, -1, *mu.shape[2:]).cpu())
+
+    keys = ("image", "mask")
     out = []
     for i in range(0, len(slices), batch_size):
         chunk = slices[i : i + batch_size]
-        x = torch.stack([s["image"] for s in chunk]).float().to(device)  # (b, 3, H, W)
-        b = x.shape[0]
-        mu = autoencoder.encode(x.reshape(b * 3, 1, *x.shape[2:]))[0] * scale_factor  # (3b, lc, h, w)
-        mu = mu.reshape(b, -1, *mu.shape[2:]).cpu()
-        out.extend({**s, "latent": m} for s, m in zip(chunk, mu))
+        out.extend({**s, "latent": m} for s, m in zip(chunk, encode(chunk)))
+    if views > 1:
+        if hasattr(augment, "set_random_state"):
+            augment.set_random_state(seed=seed)
+        for s in out:
+            s["views"] = [{k: s[k] for k in ("latent", *keys) if k in s}]
+        for _ in range(views - 1):
+            drawn = [augment({k: torch.as_tensor(s[k]).clone() for k in keys if k in s}) for s in out]
+            drawn = [{k: torch.as_tensor(d[k]).as_subclass(torch.Tensor) for k in keys if k in d} for d in drawn]
+            for i in range(0, len(drawn), batch_size):
+                for d, m in zip(drawn[i : i + batch_size], encode(drawn[i : i + batch_size])):
+                    d["latent"] = m
+            for s, d in zip(out, drawn):
+                s["views"].append(d)
     return out
 
 

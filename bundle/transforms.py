@@ -1,5 +1,5 @@
 """The few dictionary transforms MONAI lacks: loading whose read errors name the file, case validation, sequence
-stacking, the intensity protocol, the myocardium mask and pasting a field-of-view slab back onto the native grid.
+stacking, the intensity protocol, the myocardium mask, picking one of a slice's cached augmented views, and pasting a field-of-view slab back onto the native grid.
 
 Geometry (``CanonicalGeometryd``, ``FieldOfViewd``): the case is reoriented (slice axis last, in-plane axes as in
 the training data), resampled in-plane to the training pixel spacing (``target_spacing``; or left on its native
@@ -20,7 +20,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import LoadImaged, MapTransform
+from monai.transforms import LoadImaged, MapTransform, Randomizable, Transform
 
 from bundle.data import LABEL_VALUES, MYOCARDIUM_LABELS, SEQUENCES, DataError, check_geometry
 
@@ -363,3 +363,22 @@ def apply_windows(x: torch.Tensor, windows: Sequence[Mapping]) -> torch.Tensor:
     out = [torch.zeros_like(x[c]) if w["hi"] <= w["lo"] else (x[c].clamp(w["lo"], w["hi"]) - w["lo"]) / (w["hi"] - w["lo"])
            for c, w in enumerate(windows)]
     return torch.stack(out)
+
+
+class RandViewd(Randomizable, Transform):
+    """Pick one of the cached views of a slice (``d["views"]``, written by ``bundle.engine.encode_slices`` with
+    ``views`` > 1: view 0 the slice itself, the others image-space augmented copies with their own latents), uniformly
+    per call: its ``image`` (3, H, W), ``latent`` (3·lc, h, w) and ``mask`` replace the slice's, and ``views`` is
+    dropped so the batch collates. A slice without ``views`` passes unchanged."""
+
+    def randomize(self, data: int) -> None:
+        self._index = int(self.R.randint(data))
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        views = d.pop("views", None)
+        if not views:
+            return d
+        self.randomize(len(views))
+        d.update(views[self._index])
+        return d

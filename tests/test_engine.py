@@ -242,6 +242,74 @@ def test_encode_slices_latent_is_scaled_mu(parser):
     assert "latent" not in slices[0]  # the input dicts are not modified
 
 
+def test_encode_slices_views_are_augmented_copies_encoded_like_the_slice(parser):
+    """views 3: view 0 is the slice and its latent; views 1-2 are the augment's draws (image and mask moved together)
+    with the VAE's scaled mu of the moved image; the same seed gives the same cache; views > 1 without an augment
+    is an error."""
+    from monai.transforms import Compose, RandAffined
+
+    torch.manual_seed(0)
+    ae = parser(profile="tiny").get_parsed_content("autoencoder").cpu()
+    g = torch.Generator().manual_seed(7)
+    slices = [{"image": torch.rand(3, IMG, IMG, generator=g), "mask": (torch.rand(1, IMG, IMG, generator=g) > 0.7).float(),
+               "case": f"c{i}", "slice": i} for i in range(3)]
+    aug = Compose([RandAffined(keys=["image", "mask"], prob=1.0, rotate_range=0.3, translate_range=[6, 6],
+                               mode=["bilinear", "nearest"], padding_mode="zeros")])
+    out = encode_slices(ae, slices, 0.7, batch_size=2, views=3, augment=aug, seed=1)
+    again = encode_slices(ae, slices, 0.7, batch_size=2, views=3, augment=aug, seed=1)
+    ae.eval()
+    for s, o, a in zip(slices, out, again):
+        assert len(o["views"]) == 3
+        assert o["views"][0]["image"] is s["image"] and torch.equal(o["views"][0]["latent"], o["latent"])
+        for v, w in zip(o["views"][1:], a["views"][1:]):
+            assert not torch.allclose(v["image"], s["image"])  # moved
+            assert torch.equal(v["image"], w["image"]) and torch.equal(v["latent"], w["latent"])  # seeded
+            assert set(v["mask"].unique().tolist()) <= {0.0, 1.0}
+            with torch.no_grad():
+                mu = ae.encode(v["image"][1][None, None])[0][0]  # DE of the moved image
+            torch.testing.assert_close(v["latent"][LC : 2 * LC], mu * 0.7, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="augment"):
+        encode_slices(ae, slices, 0.7, views=2)
+
+
+def test_rand_view_picks_whole_views_and_drops_the_list():
+    from bundle.transforms import RandViewd
+
+    views = [{"image": torch.full((3, 4, 4), float(i)), "latent": torch.full((6, 2, 2), float(i)),
+              "mask": torch.full((1, 4, 4), float(i))} for i in range(4)]
+    item = {**views[0], "case": "c", "views": views}
+    pick = RandViewd()
+    pick.set_random_state(seed=0)
+    seen = set()
+    for _ in range(40):
+        d = pick(item)
+        i = float(d["image"][0, 0, 0])
+        assert "views" not in d and d["case"] == "c"
+        assert float(d["latent"][0, 0, 0]) == i and float(d["mask"][0, 0, 0]) == i  # one view, not a mix
+        seen.add(i)
+    assert seen == {0.0, 1.0, 2.0, 3.0}
+    assert "views" in item  # the cached slice keeps its views
+    plain = {"image": torch.zeros(3, 4, 4)}
+    assert pick(plain).keys() == plain.keys()
+
+
+def test_latent_views_knob_adds_the_picker_and_the_views(parser):
+    """configs/train_diffusion.yaml: latent_views 1 (default) has the flips only; 3 puts RandViewd first."""
+    from monai.bundle import ConfigParser
+
+    from bundle.transforms import RandViewd
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+    p = ConfigParser()
+    p.read_config([str(root / "common.yaml"), str(root / "train_diffusion.yaml")])
+    p["output_dir"] = "/tmp"
+    assert [type(t).__name__ for t in p.get_parsed_content("latent_augment").transforms] == \
+        ["RandFlipd", "RandFlipd", "RandRotate90d"]
+    p["latent_views"] = 3
+    ts = p.get_parsed_content("latent_augment").transforms
+    assert isinstance(ts[0], RandViewd) and len(ts) == 4
+
+
 def test_prepare_batch_max_timestep_restricts_the_trained_noise_levels(tasks):
     """max_timestep 300: every timestep < 300 (the default draws over the whole [0, 1000) range); out of range is
     a ConfigError naming the field."""
