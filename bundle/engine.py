@@ -135,8 +135,7 @@ def encode_slices(autoencoder: nn.Module, slices: Sequence[dict], scale_factor: 
     def encode(chunk: Sequence[dict]) -> list[torch.Tensor]:
         x = torch.stack([torch.as_tensor(s["image"]) for s in chunk]).float().to(device)  # (b, 3, H, W)
         b = x.shape[0]
-        with torch.no_grad():
-            mu = autoencoder.encode(x.reshape(b * 3, 1, *x.shape[2:]))[0] * scale_factor  # (3b, lc, h, w)
+        mu = autoencoder.encode(x.reshape(b * 3, 1, *x.shape[2:]))[0] * scale_factor  # (3b, lc, h, w)
         return list(mu.reshape(b, -1, *mu.shape[2:]).cpu())
 
     keys = ("image", "mask")

@@ -1,5 +1,6 @@
 """The few dictionary transforms MONAI lacks: loading whose read errors name the file, case validation, sequence
-stacking, the intensity protocol, the myocardium mask, picking one of a slice's cached augmented views, and pasting a field-of-view slab back onto the native grid.
+stacking, the intensity protocol, the myocardium mask, pasting a field-of-view slab back onto the native grid, and
+picking one of a slice's cached augmented views (``RandViewd``).
 
 Geometry (``CanonicalGeometryd``, ``FieldOfViewd``): the case is reoriented (slice axis last, in-plane axes as in
 the training data), resampled in-plane to the training pixel spacing (``target_spacing``; or left on its native
