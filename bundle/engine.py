@@ -132,28 +132,27 @@ def encode_slices(autoencoder: nn.Module, slices: Sequence[dict], scale_factor: 
         raise ValueError("encode_slices: views > 1 needs an image-space augment transform")
     autoencoder.eval()
 
-    def encode(chunk: Sequence[dict]) -> list[torch.Tensor]:
-        x = torch.stack([torch.as_tensor(s["image"]) for s in chunk]).float().to(device)  # (b, 3, H, W)
-        b = x.shape[0]
-        mu = autoencoder.encode(x.reshape(b * 3, 1, *x.shape[2:]))[0] * scale_factor  # (3b, lc, h, w)
-        return list(mu.reshape(b, -1, *mu.shape[2:]).cpu())
+    def with_latents(items: Sequence[dict]) -> list[dict]:  # {**item, latent}, encoded batch_size at a time
+        out = []
+        for i in range(0, len(items), batch_size):
+            chunk = items[i : i + batch_size]
+            x = torch.stack([torch.as_tensor(s["image"]) for s in chunk]).float().to(device)  # (b, 3, H, W)
+            b = x.shape[0]
+            mu = autoencoder.encode(x.reshape(b * 3, 1, *x.shape[2:]))[0] * scale_factor  # (3b, lc, h, w)
+            out.extend({**s, "latent": m} for s, m in zip(chunk, mu.reshape(b, -1, *mu.shape[2:]).cpu()))
+        return out
 
-    keys = ("image", "mask")
-    out = []
-    for i in range(0, len(slices), batch_size):
-        chunk = slices[i : i + batch_size]
-        out.extend({**s, "latent": m} for s, m in zip(chunk, encode(chunk)))
+    out = with_latents(slices)
     if views > 1:
+        keys = ("image", "mask")  # a slice may lack the mask (unlabelled cases)
         if hasattr(augment, "set_random_state"):
             augment.set_random_state(seed=seed)
         for s in out:
             s["views"] = [{k: s[k] for k in ("latent", *keys) if k in s}]
         for _ in range(views - 1):
             drawn = [augment({k: torch.as_tensor(s[k]).clone() for k in keys if k in s}) for s in out]
-            drawn = [{k: torch.as_tensor(d[k]).as_subclass(torch.Tensor) for k in keys if k in d} for d in drawn]
-            for i in range(0, len(drawn), batch_size):
-                for d, m in zip(drawn[i : i + batch_size], encode(drawn[i : i + batch_size])):
-                    d["latent"] = m
+            drawn = with_latents([{k: torch.as_tensor(d[k]).as_subclass(torch.Tensor) for k in keys if k in d}
+                                  for d in drawn])
             for s, d in zip(out, drawn):
                 s["views"].append(d)
     return out

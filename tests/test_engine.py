@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
@@ -299,7 +301,7 @@ def test_latent_views_knob_adds_the_picker_and_the_views(parser):
 
     from bundle.transforms import RandViewd
 
-    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[1] / "configs"
     p = ConfigParser()
     p.read_config([str(root / "common.yaml"), str(root / "train_diffusion.yaml")])
     p["output_dir"] = "/tmp"
