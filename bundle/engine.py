@@ -16,7 +16,7 @@ from monai.inferers import DiffusionInferer
 from torch import nn
 
 from bundle.data import SEQUENCES
-from bundle.errors import ConfigError
+from bundle.errors import ConfigError, flag
 from bundle.losses import latent_mask
 
 
@@ -73,6 +73,7 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         self.max_timestep = num_train_timesteps if max_timestep is None else int(max_timestep)
         if not 1 <= self.max_timestep <= num_train_timesteps:
             raise ConfigError(f"max_train_timestep must be in [1, {num_train_timesteps}], got {max_timestep}")
+        joint_dropout = flag(joint_dropout, "joint_dropout")  # the command line passes "false" as a string
         if not 0 <= drop_prob <= (1.0 if joint_dropout else 1 / 3):
             raise ConfigError(f"drop_prob must be in [0, {'1' if joint_dropout else '1/3'}], got {drop_prob}")
         self.joint_dropout = joint_dropout

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from bundle.data import map_fov_slices
 from bundle.deepcache import DeepCacheUNet
 from bundle.engine import task_slots
-from bundle.errors import ConfigError
+from bundle.errors import ConfigError, flag
 
 
 class CMRDiffSampler(Inferer):
@@ -61,8 +61,7 @@ class CMRDiffSampler(Inferer):
         seqs = ("C0", "DE", "T2")
         if guide is None or str(guide).strip().lower() in ("", "none", "null", "default"):
             guide = None  # (the command line cannot pass None: MONAI drops None overrides, so "default" works too)
-        if isinstance(residual, str):  # "--residual false" arrives as a string
-            residual = residual.strip().lower() in ("1", "true", "yes")
+        residual = flag(residual, "residual")  # "--residual false" arrives as a string
         if guide is None:  # bSSFP where it is a condition, else T2
             guide = "C0" if self.target != 0 else "T2"
         if guide == "regression":

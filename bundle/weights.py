@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bundle.errors import UserError
+from bundle.errors import UserError, flag
 from bundle.io import atomic_write
 
 
@@ -41,7 +41,7 @@ def guard_shipped(path: str | Path, overwrite_shipped: bool = False, backup: boo
     """Refuse to replace a shipped weights file (``large_files.yml``) unless ``overwrite_shipped``; with it, the old
     file is moved to ``<name>.bak`` (an older backup is replaced) when ``backup``. Training calls it with
     ``backup=False`` at its start (refuse before hours of work, not after) and ``save_weights`` before writing."""
-    path = Path(path)
+    path, overwrite_shipped = Path(path), flag(overwrite_shipped, "overwrite_shipped")
     if path.resolve() not in shipped_files() or not path.exists():
         return
     if not overwrite_shipped:

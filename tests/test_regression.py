@@ -207,7 +207,7 @@ def test_augment_affine_knob_moves_images_off_the_flip_grid_and_the_mask_with_th
     dihedral = [torch.rot90(f, k, (1, 2)) for f in (image, image.flip(1), image.flip(2), image.flip(1).flip(2))
                 for k in range(4)]
 
-    def outputs(affine: bool) -> list[dict]:
+    def outputs(affine: bool | str) -> list[dict]:
         p = ConfigParser()
         p.read_config([str(root / f) for f in ("common.yaml", "baselines/image.yaml", "baselines/unet_l1.yaml")])
         p["output_dir"], p["augment_affine"] = "/tmp", affine
@@ -218,7 +218,7 @@ def test_augment_affine_knob_moves_images_off_the_flip_grid_and_the_mask_with_th
         set_determinism(seed=None)
         return outs
 
-    for out in outputs(False):
+    for out in outputs("false"):  # the command line's --augment_affine false is a string, and off
         assert any(torch.equal(torch.as_tensor(out["image"]), d) for d in dihedral)
     moved = 0
     for out in outputs(True):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from bundle.errors import ConfigError
 from bundle.weights import (WeightsError, diffusion_weights_path, export_best, load_diffusion, load_weights,
                             save_weights)
 
@@ -179,6 +180,10 @@ def test_shipped_weights_are_never_replaced_silently(tmp_path, monkeypatch):
     net = torch.nn.Linear(2, 2)
     with pytest.raises(W.WeightsError, match="refusing to replace the shipped weights"):
         W.save_weights(shipped, net, {"k": 1})
+    with pytest.raises(W.WeightsError, match="refusing"):  # "--overwrite_shipped false" arrives as a string
+        W.save_weights(shipped, net, {"k": 1}, overwrite_shipped="false")
+    with pytest.raises(ConfigError, match="overwrite_shipped"):
+        W.guard_shipped(shipped, "maybe")
     assert shipped.read_bytes() == b"shipped"
     W.guard_shipped(shipped, True, backup=False)  # the early check with the knob set: nothing moves
     assert shipped.read_bytes() == b"shipped"
