@@ -207,7 +207,8 @@ def per_sequence(slices: Sequence[dict]) -> list[dict]:
 
 def build_slices(cases: Sequence[dict], volume_transform, slice_transform=None, progress: bool = True) -> list[dict]:
     """Load and preprocess ``cases`` once (``volume_transform``), split them into slices and apply
-    ``slice_transform`` to each: the in-memory 2D data set used by training and validation."""
+    ``slice_transform`` to each: the in-memory 2D data set used by training and validation. When some cases are
+    labelled and others not, the unlabelled slices get an all-zero ``mask`` (1, H, W), so any batch collates."""
     from tqdm import tqdm
 
     out = []
@@ -224,6 +225,10 @@ def build_slices(cases: Sequence[dict], volume_transform, slice_transform=None, 
         for s in volumes_to_slices([vol]):
             s = slice_transform(s) if slice_transform is not None else s
             out.append({k: _plain(v) for k, v in s.items()})
+    if any("mask" in s for s in out):  # labelled and unlabelled cases together: one batchable set of keys
+        for s in out:
+            if "mask" not in s:
+                s["mask"] = torch.zeros_like(s["image"][:1])
     return out
 
 

@@ -151,3 +151,33 @@ def test_tuning_fold_splits(phantom_dir):
         discover_cases(phantom_dir, "tune", VAL_IDS)
     with pytest.raises(DataError, match=r"tuning ids \[999\]"):
         discover_cases(phantom_dir, "tune", VAL_IDS, tuning_ids=[999])
+
+
+def test_extra_train_dir_adds_unlabelled_cases_with_zero_masks(parser, phantom_dir, tmp_path):
+    """--extra_train_dir adds a flat folder's cases to the training cases; build_slices gives its unlabelled slices
+    an all-zero mask beside the labelled ones, so a batch of both collates (issue 14: both centres together)."""
+    from monai.data import DataLoader
+
+    flat = tmp_path / "centre"
+    flat.mkdir()
+    for seq in SEQUENCES:  # a labelled phantom case, copied without its label, as a second centre's case 4001
+        shutil.copy(phantom_dir / "train25" / f"myops_training_101_{seq}.nii.gz", flat / f"site_4001_{seq}.nii.gz")
+    p = parser(dataset_dir=str(phantom_dir), train_split="train_tune", tuning_ids=[102, 103])
+    assert _names(p.get_parsed_content("train_cases")) == ["myops_training_101"]
+    p = parser(dataset_dir=str(phantom_dir), train_split="train_tune", tuning_ids=[102, 103],
+               extra_train_dir=str(flat), extra_train_case_ids=[4001])
+    cases = p.get_parsed_content("train_cases")
+    assert _names(cases) == ["myops_training_101", "site_4001"] and "gd" not in cases[1]
+    slices = build_slices(cases, p.get_parsed_content("volume_transforms"), p.get_parsed_content("slice_transforms"),
+                          progress=False)
+    labelled, extra = slices[:4], slices[4:]
+    assert len(extra) == 4 and all(s["case"] == "site_4001" for s in extra)
+    assert all(float(s["mask"].sum()) > 0 for s in labelled[1:3])
+    assert all(s["mask"].shape == (1, 128, 128) and float(s["mask"].abs().sum()) == 0 for s in extra)
+    torch.testing.assert_close(extra[1]["image"], labelled[1]["image"])  # the same scan, now without a label
+    batch = next(iter(DataLoader(slices, batch_size=8, shuffle=False)))
+    assert batch["mask"].shape == (8, 1, 128, 128)
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps what a config expression raises
+        parser(dataset_dir=str(phantom_dir), extra_train_dir=str(flat), extra_train_case_ids=[4999]
+               ).get_parsed_content("train_cases")
+    assert isinstance(err.value.__cause__, DataError) and "4999" in str(err.value.__cause__)
