@@ -10,6 +10,8 @@
 # $BASELINES/logs/, copies without progress-bar redraws to $LOGS (default docs/logs/baselines/).
 # Budgets (s): UNET_L1_S, PIX2PIX_S, LDM_S (ldm_plain, no_heatmap, cmrdiff).
 # TUNE=1: train on `train_tune` and validate on `tune` (the tuning fold), into output/tune/baselines/.
+# EXTRA_ARGS: options passed to every method, e.g. the same data and augmentation as CMRDiff's guide:
+#   EXTRA_ARGS='--augment_affine true --extra_train_dir ../shared/data/myopspp_centre_d --extra_train_case_ids [4006,4007]'
 set -euo pipefail
 DATASET_DIR=${DATASET_DIR:?set DATASET_DIR to the MyoPS 2020 folder}
 LOGS=${LOGS:-docs/logs/baselines}
@@ -19,6 +21,7 @@ UNET_L1_S=${UNET_L1_S:-864000}
 PIX2PIX_S=${PIX2PIX_S:-864000}
 LDM_S=${LDM_S:-864000}
 SPLITS=()
+read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 if [ "${TUNE:-0}" = 1 ]; then
   BASELINES=${BASELINES:-output/tune/baselines}; SPLITS=(--train_split train_tune --val_split tune)
 fi
@@ -43,9 +46,9 @@ for m in "${methods[@]}"; do
   esac
   list=$(printf "'%s'," "${files[@]}"); list="[${list%,}]"
   start=$(date +%s)
-  echo "== $m: $PY -m monai.bundle run --config_file \"$list\" --dataset_dir $DATASET_DIR --profile $PROFILE ${args[*]}"
+  echo "== $m: $PY -m monai.bundle run --config_file \"$list\" --dataset_dir $DATASET_DIR --profile $PROFILE ${args[*]} ${EXTRA[*]}"
   $PY -m monai.bundle run --config_file "$list" --dataset_dir "$DATASET_DIR" --profile "$PROFILE" \
-      --baselines_dir "$BASELINES" ${args[@]+"${args[@]}"} ${SPLITS[@]+"${SPLITS[@]}"} \
+      --baselines_dir "$BASELINES" ${args[@]+"${args[@]}"} ${SPLITS[@]+"${SPLITS[@]}"} ${EXTRA[@]+"${EXTRA[@]}"} \
       > "$RAW/$m.log" 2>&1 || { echo "error: $m failed, see $RAW/$m.log" >&2; exit 1; }
   tr '\r' '\n' < "$RAW/$m.log" | grep -v -E '[0-9]+%\|' | grep -v -E '^\s*$' > "$LOGS/$m.log" || true
   echo "$m done in $(( $(date +%s) - start )) s: $(grep -E 'saved' "$LOGS/$m.log" | tail -1)"
