@@ -58,11 +58,17 @@ METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "ldm_plain": ("ldm_plain", [B + "latent.yaml", B + "ldm_plain.yaml"], ["--num_samples", "4"]),
     # the regressor behind CMRDiff's `guide: regression` start (guide_weights), evaluated on its own
     "guide": ("CMRDiff's guide regressor alone", [B + "image.yaml", B + "evaluate_image.yaml"], []),
+    # trained on the guide's data and augmentation (--baselines_dir; docs/results.md names the commands)
     "unet_l1": ("unet_l1", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
     "pix2pix": ("pix2pix", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
     "linear": ("linear fit a·c1 + b·c2 + c", [B + "image.yaml", B + "evaluate_image.yaml", B + "linear.yaml"], []),
+    # the same methods trained on the MyoPS cases alone with flips and rot90 (--myops_only_dir; v0.8.0's rows)
+    "unet_l1_myops": ("unet_l1, MyoPS cases only", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
+    "pix2pix_myops": ("pix2pix, MyoPS cases only", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
+    "linear_myops": ("linear fit, MyoPS cases only", [B + "image.yaml", B + "evaluate_image.yaml", B + "linear.yaml"], []),
     "copy": ("copy the guide condition unchanged", [B + "copy.yaml"], []),
 }
+MYOPS_ONLY = {"unet_l1_myops": "unet_l1", "pix2pix_myops": "pix2pix", "linear_myops": "linear"}  # key -> method
 SAMPLER_KNOBS = ("guide", "residual", "guidance_scale_1", "guidance_scale_2", "strength", "num_samples", "num_inference_steps",
                  "cache_interval")
 SHORT = {"guidance_scale_1": "c_I1", "guidance_scale_2": "c_I2", "num_samples": "N", "num_inference_steps": "steps",
@@ -96,7 +102,7 @@ def knobs(key: str, overrides: list[str]) -> dict:
 
 def label(key: str, overrides: list[str]) -> str:
     name = METHODS[key][0]
-    if key in ("guide", "unet_l1", "pix2pix", "linear", "copy"):
+    if key in ("guide", "unet_l1", "pix2pix", "linear", "copy", *MYOPS_ONLY):
         return name
     k = knobs(key, overrides)
     return f"{name}: " + ", ".join(f"{SHORT.get(n, n)} {v}" for n, v in k.items())
@@ -108,6 +114,8 @@ def weights_of(key: str, args) -> list[Path]:
         return []
     if key in ("ldm_plain", "unet_l1", "pix2pix", "linear"):
         return [args.baselines_dir / f"{key}_{args.profile}_any.pt"]
+    if key in MYOPS_ONLY:
+        return [args.myops_only_dir / f"{MYOPS_ONLY[key]}_{args.profile}_any.pt"]
     sets = dict(kv.split("=", 1) for kv in args.set)
     models = Path(sets.get("models_dir", ROOT / "models"))
     guide = Path(sets.get("guide_weights", models / f"guide_{args.profile}_any.pt"))
@@ -151,7 +159,8 @@ def evaluate(key: str, task: str, args, out: Path) -> dict:
         extra = [*extra, "--method", method, "--baseline_weights", str(ws[0])]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(EVAL + files), "--task", task,
            "--dataset_dir", str(args.dataset_dir), "--split", args.split, "--output_dir", str(out),
-           "--profile", args.profile, "--baselines_dir", str(args.baselines_dir), *extra, *setargs(args)]
+           "--profile", args.profile, "--baselines_dir", str(args.myops_only_dir if key in MYOPS_ONLY else args.baselines_dir),
+           *extra, *setargs(args)]
     line = " ".join(cmd[1:]) + f"\n# pipeline code {code_fingerprint()}"
     fresh = summary.is_file() and stamp.is_file() and stamp.read_text() == line and \
         all(summary.stat().st_mtime > w.stat().st_mtime for w in ws)
@@ -213,7 +222,7 @@ def table(results: dict[str, dict[str, dict]], labels: dict[str, str]) -> str:
 
 
 # the methods CMRDiff is compared with (issue 14); the guide and the CMRDiff ablations are parts of CMRDiff
-COMPETITORS = ("unet_l1", "pix2pix", "ldm_plain", "linear", "copy")
+COMPETITORS = ("unet_l1", "pix2pix", "ldm_plain", "linear", "copy", *MYOPS_ONLY)
 
 
 def per_slice(out: Path) -> dict[tuple[str, str], dict[str, float]]:
@@ -340,6 +349,8 @@ def main() -> None:
     ap.add_argument("--split", default="validation", choices=["validation", "tune"])
     ap.add_argument("--output_dir", type=Path, default=None, help="default output/results (output/results_tune)")
     ap.add_argument("--baselines_dir", type=Path, default=None, help="default output/baselines (output/tune/baselines)")
+    ap.add_argument("--myops_only_dir", type=Path, default=None, help="the baselines trained on the MyoPS cases alone "
+                    "(rows *_myops): default output/baselines_myops (output/tune/baselines_myops)")
     ap.add_argument("--set", nargs="*", default=[], help="extra overrides key=value for every CMRDiff row "
                     "(e.g. models_dir=output/tune/models guide_weights=...)")
     ap.add_argument("--profile", default="cpu")
@@ -350,6 +361,7 @@ def main() -> None:
     tune = args.split == "tune"
     args.output_dir = args.output_dir or ROOT / "output" / ("results_tune" if tune else "results")
     args.baselines_dir = args.baselines_dir or ROOT / "output" / ("tune/baselines" if tune else "baselines")
+    args.myops_only_dir = args.myops_only_dir or ROOT / "output" / ("tune/baselines_myops" if tune else "baselines_myops")
     if not (args.dataset_dir / ("train25" if tune else "test20")).is_dir():
         raise SystemExit(f"error: {args.dataset_dir} has no {'train25' if tune else 'test20'}/ folder (the {args.split} "
                          "split); pass --dataset_dir or set MYOPS_DIR")

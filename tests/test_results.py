@@ -75,3 +75,26 @@ def test_table_compares_with_the_best_competitor_per_column(tmp_path):
 def _means(ps: dict) -> dict:
     cols = [c for c, _, _ in COLS]
     return {c: {"mean": sum(r[c] for r in ps.values()) / len(ps)} for c in cols}
+
+
+def test_myops_only_baselines_are_competitors_from_their_own_folder(tmp_path):
+    """The baselines trained on the MyoPS cases alone are rows of their own, read from --myops_only_dir, and the
+    paired comparison picks one of them when it beats the same method trained on the guide's data."""
+    from types import SimpleNamespace
+
+    from scripts.results import weights_of
+
+    args = SimpleNamespace(baselines_dir=tmp_path / "both", myops_only_dir=tmp_path / "myops", profile="cpu", set=[])
+    assert weights_of("linear_myops", args) == [tmp_path / "myops" / "linear_cpu_any.pt"]
+    assert weights_of("linear", args) == [tmp_path / "both" / "linear_cpu_any.pt"]
+    per_method = {"cmrdiff": [16.0, 17.0, 15.0, 16.0], "linear": [15.0, 15.0, 14.0, 15.5],
+                  "linear_myops": [15.5, 16.0, 15.0, 15.0]}
+    results, labels = {}, {}
+    for m, v in per_method.items():
+        for t in TASKS:
+            write_metrics(tmp_path / m / t, t, v)
+        results[m] = {t: {"over_slices": {k: {"mean": s["mean"]} for k, s in _means(per_slice(tmp_path / m / t)).items()}}
+                      for t in TASKS}
+        labels[m] = m
+    line = next(ln for ln in paired_table(results, labels, tmp_path).splitlines() if ln.startswith("| lge | PSNR"))
+    assert "| linear_myops |" in line and "+0.62" in line
