@@ -28,7 +28,9 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
 
 ## Results table (docs/results.md): every method of configs/baselines/ + CMRDiff on the validation split.
-## Train the baselines first: DATASET_DIR=$(MYOPS_DIR) PY=$(PY) bash scripts/train_baselines.sh
+## Train the baselines first, on the guide's data and augmentation and on the MyoPS cases alone (docs/results.md):
+##   EXTRA_ARGS='--augment_affine true --extra_train_dir D --extra_train_case_ids [4006,...,4015]' DATASET_DIR=$(MYOPS_DIR) PY=$(PY) bash scripts/train_baselines.sh
+##   BASELINES=output/baselines_myops DATASET_DIR=$(MYOPS_DIR) PY=$(PY) bash scripts/train_baselines.sh linear unet_l1 pix2pix
 MYOPS_DIR ?= ../shared/data/myops2020
 results: venv
 	PYTHONPATH=. $(PY) scripts/results.py --dataset_dir $(MYOPS_DIR)

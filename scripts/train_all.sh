@@ -5,6 +5,9 @@
 #   DATASET_DIR=/path/to/myops2020 OUT=output/train_all bash scripts/train_all.sh [extra monai.bundle overrides]
 # Weights go to $MODELS (default $OUT/models; the diffusion models read the autoencoder trained there), logs and
 # TensorBoard runs to $OUT. To ship them, copy them into models/ (large_files.yml lists their md5s).
+# The guide's recipe (v0.9.0): the affine augmentation and the 10 unlabelled MyoPS++ centre-D cases 4006-4015 beside
+# the MyoPS training cases ($CENTRE_D, default the folder beside $DATASET_DIR; without it the guide trains on MyoPS
+# alone, which is not the shipped recipe). GUIDE_ARGS replaces these options.
 set -euo pipefail
 DATASET_DIR=${DATASET_DIR:?set DATASET_DIR to the MyoPS 2020 folder}
 OUT=${OUT:-output/train_all}
@@ -14,6 +17,16 @@ AE_LIMIT=${AE_LIMIT:-864000}
 DM_LIMIT=${DM_LIMIT:-864000}
 PY=${PY:-python}
 mkdir -p "$OUT" "$MODELS"
+CENTRE_D=${CENTRE_D:-$(dirname "$DATASET_DIR")/myopspp_centre_d}
+if [ -z "${GUIDE_ARGS+x}" ]; then
+  GUIDE_ARGS="--augment_affine true"
+  if [ -d "$CENTRE_D" ]; then
+    GUIDE_ARGS="$GUIDE_ARGS --extra_train_dir $CENTRE_D --extra_train_case_ids [4006,4007,4008,4009,4010,4011,4012,4013,4014,4015]"
+  else
+    echo "warning: no centre-D folder at $CENTRE_D: the guide trains on the MyoPS cases alone (not the shipped recipe)" >&2
+  fi
+fi
+read -r -a GUIDE <<< "$GUIDE_ARGS"
 EXTRA=("$@")
 run() { $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/$1.yaml']" --dataset_dir "$DATASET_DIR" \
           --output_dir "$OUT" --models_dir "$MODELS" --export_dir "$MODELS" --profile "$PROFILE" "${@:2}" ${EXTRA[@]+"${EXTRA[@]}"}; }
@@ -28,7 +41,7 @@ done
 # the guide regressor of the `guide: regression` start (configs/train_guide.yaml)
 $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/baselines/image.yaml','configs/baselines/unet_l1.yaml','configs/train_guide.yaml']" \
     --dataset_dir "$DATASET_DIR" --output_dir "$OUT" --export_dir "$MODELS" --profile "$PROFILE" --val_interval 20 \
-    --baselines_dir "$OUT" ${EXTRA[@]+"${EXTRA[@]}"} > "$OUT/train_guide.log" 2>&1 & pids+=($!)
+    --baselines_dir "$OUT" ${GUIDE[@]+"${GUIDE[@]}"} ${EXTRA[@]+"${EXTRA[@]}"} > "$OUT/train_guide.log" 2>&1 & pids+=($!)
 # ablation: the `any` model without the heatmap loss (configs/baselines/no_heatmap.yaml), written to output/baselines/
 $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/train_diffusion.yaml','configs/baselines/latent.yaml','configs/baselines/no_heatmap.yaml']" \
     --dataset_dir "$DATASET_DIR" --output_dir "$OUT" --models_dir "$MODELS" --profile "$PROFILE" --task any --time_limit_s "$DM_LIMIT" \
