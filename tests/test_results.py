@@ -57,19 +57,24 @@ def write_metrics(out: Path, task: str, values: list[float]) -> None:
 def test_table_compares_with_the_best_competitor_per_column(tmp_path):
     per_method = {"cmrdiff": [16.0, 17.0, 15.0, 16.0], "linear": [15.0, 16.5, 14.0, 15.5],
                   "unet_l1": [14.0, 14.0, 14.0, 14.0], "guide": [30.0, 30.0, 30.0, 30.0]}
-    results, labels = {}, {}
-    for m, v in per_method.items():
-        for t in TASKS:
-            write_metrics(tmp_path / m / t, t, v)
-        results[m] = {t: {"over_slices": {k: {"mean": s["mean"]} for k, s in _means(per_slice(tmp_path / m / t)).items()}}
-                      for t in TASKS}
-        labels[m] = f"{m} (knobs)"
-    table = paired_table(results, labels, tmp_path)
+    results = _write_results(tmp_path, per_method)
+    table = paired_table(results, {m: f"{m} (knobs)" for m in results}, tmp_path)
     lines = [ln for ln in table.splitlines() if ln.startswith("| lge | PSNR")]
     assert len(lines) == 1
     # linear is the best competitor (the guide is part of CMRDiff, not a competitor); +0.75 dB on every case
     assert "| linear |" in lines[0] and "+0.75" in lines[0] and "100%" in lines[0] and "2 / 4" in lines[0]
     assert len(table.splitlines()) == 2 + len(TASKS) * len(COLS)
+
+
+def _write_results(tmp_path: Path, per_method: dict[str, list[float]]) -> dict:
+    """metrics.csv of every method and task (the same per-slice PSNRs for each task) -> results.py's summaries."""
+    results = {}
+    for m, v in per_method.items():
+        for t in TASKS:
+            write_metrics(tmp_path / m / t, t, v)
+        results[m] = {t: {"over_slices": {k: {"mean": s["mean"]} for k, s in _means(per_slice(tmp_path / m / t)).items()}}
+                      for t in TASKS}
+    return results
 
 
 def _means(ps: dict) -> dict:
@@ -89,12 +94,7 @@ def test_myops_only_baselines_are_competitors_from_their_own_folder(tmp_path):
     assert weights_of("linear", args) == [tmp_path / "both" / "linear_cpu_any.pt"]
     per_method = {"cmrdiff": [16.0, 17.0, 15.0, 16.0], "linear": [15.0, 15.0, 14.0, 15.5],
                   "linear_myops": [15.5, 16.0, 15.0, 15.0]}
-    results, labels = {}, {}
-    for m, v in per_method.items():
-        for t in TASKS:
-            write_metrics(tmp_path / m / t, t, v)
-        results[m] = {t: {"over_slices": {k: {"mean": s["mean"]} for k, s in _means(per_slice(tmp_path / m / t)).items()}}
-                      for t in TASKS}
-        labels[m] = m
-    line = next(ln for ln in paired_table(results, labels, tmp_path).splitlines() if ln.startswith("| lge | PSNR"))
+    results = _write_results(tmp_path, per_method)
+    line = next(ln for ln in paired_table(results, {m: m for m in results}, tmp_path).splitlines()
+                if ln.startswith("| lge | PSNR"))
     assert "| linear_myops |" in line and "+0.62" in line
