@@ -62,13 +62,11 @@ METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "unet_l1": ("unet_l1", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
     "pix2pix": ("pix2pix", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
     "linear": ("linear fit a·c1 + b·c2 + c", [B + "image.yaml", B + "evaluate_image.yaml", B + "linear.yaml"], []),
-    # the same methods trained on the MyoPS cases alone with flips and rot90 (--myops_only_dir; v0.8.0's rows)
-    "unet_l1_myops": ("unet_l1, MyoPS cases only", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
-    "pix2pix_myops": ("pix2pix, MyoPS cases only", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
-    "linear_myops": ("linear fit, MyoPS cases only", [B + "image.yaml", B + "evaluate_image.yaml", B + "linear.yaml"], []),
-    "copy": ("copy the guide condition unchanged", [B + "copy.yaml"], []),
 }
+# the same methods trained on the MyoPS cases alone with flips and rot90 (--myops_only_dir; v0.8.0's rows)
 MYOPS_ONLY = {"unet_l1_myops": "unet_l1", "pix2pix_myops": "pix2pix", "linear_myops": "linear"}  # key -> method
+METHODS.update({k: (f"{METHODS[m][0].split(' a·')[0]}, MyoPS cases only", *METHODS[m][1:]) for k, m in MYOPS_ONLY.items()})
+METHODS["copy"] = ("copy the guide condition unchanged", [B + "copy.yaml"], [])
 SAMPLER_KNOBS = ("guide", "residual", "guidance_scale_1", "guidance_scale_2", "strength", "num_samples", "num_inference_steps",
                  "cache_interval")
 SHORT = {"guidance_scale_1": "c_I1", "guidance_scale_2": "c_I2", "num_samples": "N", "num_inference_steps": "steps",
