@@ -16,6 +16,7 @@ from torch import nn
 
 from bundle.data import map_fov_slices
 from bundle.engine import batch_generator, task_slots
+from bundle.tta import check_views, view_mean
 from bundle.weights import load_weights
 
 
@@ -88,17 +89,21 @@ class ConditionalPatchInferer(Inferer):
 class TranslationVolumeInferer(Inferer):
     """Synthesis with an image-space baseline for ``task``: condition images (B, 3, H, W) -> (B, 1, H, W), or
     field-of-view volumes (B, 3, X, Y, S) -> (B, 1, X, Y, S) (slices area-resized to ``image_size``, batched, and
-    resized back with bicubic). Output clamped to [0, 1]."""
+    resized back with bicubic). Output clamped to [0, 1]. With ``views`` V > 1 the prediction is the mean over V
+    flipped/transposed views (``bundle.tta``)."""
 
-    def __init__(self, task: str, tasks: Mapping[str, Mapping], image_size: int | None = None) -> None:
+    def __init__(self, task: str, tasks: Mapping[str, Mapping], image_size: int | None = None, views: int = 1) -> None:
         super().__init__()
         self.target = task_slots(task, tasks)[0]
-        self.image_size = image_size
+        self.image_size, self.views = image_size, check_views(views)
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, network: nn.Module) -> torch.Tensor:
-        target = torch.full((images.shape[0],), self.target, dtype=torch.long, device=images.device)
-        return network(translation_inputs(images.float(), target))
+        def run(x: torch.Tensor) -> torch.Tensor:
+            target = torch.full((x.shape[0],), self.target, dtype=torch.long, device=x.device)
+            return network(translation_inputs(x.float(), target))
+
+        return view_mean(run, images, self.views)
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
         if inputs.ndim == 4:

@@ -16,7 +16,9 @@ channel is ignored) to the synthesized target (B, 1, H, W) in [0, 1]:
 With ``cache_interval`` k > 1 (DeepCache, ``bundle.deepcache``) only every k-th step runs the whole UNet; the steps
 in between reuse its deep features and run the full-resolution blocks alone (same number of steps, less work).
 With ``num_samples`` N > 1 the N samples run in the same batch; the mean is returned and the per-pixel
-standard deviation is kept in ``self.uncertainty``.
+standard deviation is kept in ``self.uncertainty``. With ``views`` V > 1 (``bundle.tta``) the N samples are spread
+over V flipped/transposed views of the input (N/V each, guide included), mapped back before the mean: the same work
+as N samples of one view.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bundle.data import map_fov_slices
 from bundle.deepcache import DeepCacheUNet
 from bundle.engine import task_slots
 from bundle.errors import ConfigError, flag
+from bundle.tta import check_views, stack_views, unstack_views
 
 
 class CMRDiffSampler(Inferer):
@@ -55,6 +58,7 @@ class CMRDiffSampler(Inferer):
         cache_interval: int = 1,
         guide_network: nn.Module | None = None,
         residual: bool = False,
+        views: int = 1,
     ) -> None:
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
@@ -76,6 +80,9 @@ class CMRDiffSampler(Inferer):
         _check("num_inference_steps", num_inference_steps, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         _check("num_samples", num_samples, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         _check("cache_interval", cache_interval, lambda v: int(v) == v and v >= 1, "an integer >= 1")
+        views = check_views(views)
+        if int(num_samples) % views:
+            raise ConfigError(f"num_samples ({num_samples}) must be a multiple of views ({views})")
         if compile and cache_interval > 1:
             raise ConfigError("compile and cache_interval > 1 cannot be combined: choose one")
         self.scheduler, self.autoencoder, self.scale_factor = scheduler, autoencoder, float(scale_factor)
@@ -87,6 +94,7 @@ class CMRDiffSampler(Inferer):
         self.steps, self.s1, self.s2 = int(num_inference_steps), float(guidance_scale_1), float(guidance_scale_2)
         self.strength, self.num_samples, self.seed, self.progress = float(strength), int(num_samples), seed, progress
         self.image_size, self.compile, self.cache_interval = image_size, bool(compile), int(cache_interval)
+        self.views = views
         self._compiled: tuple[int, nn.Module] | None = None
         self.uncertainty: torch.Tensor | None = None
         self.uncertainty_volume: torch.Tensor | None = None
@@ -114,9 +122,17 @@ class CMRDiffSampler(Inferer):
         """images (B, 3, H, W) -> (mean (B, 1, H, W), std (B, 1, H, W) or None when num_samples == 1)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected condition images (B, 3, H, W) in order C0, DE, T2, got {tuple(images.shape)}")
+        v, b = self.views, images.shape[0]
+        x = self.samples(stack_views(images, v), network, self.num_samples // v)  # (V·B, N/V, 1, H, W)
+        x = unstack_views(x, v).transpose(0, 1).reshape(b, self.num_samples, *x.shape[2:])  # (B, N, 1, H, W)
+        std = x.std(1, unbiased=False) if self.num_samples > 1 else None
+        return x.mean(1), std
+
+    def samples(self, images: torch.Tensor, network: nn.Module, n: int) -> torch.Tensor:
+        """images (B, 3, H, W) -> n samples (B, n, 1, H, W) in [0, 1]."""
         net = network.module if hasattr(network, "module") else network
         dev = images.device
-        b, n = images.shape[0], self.num_samples
+        b = images.shape[0]
         g = torch.Generator(device="cpu")
         if self.seed is not None:
             g.manual_seed(int(self.seed))
@@ -167,9 +183,7 @@ class CMRDiffSampler(Inferer):
             pred, start = self._start
             base = self.autoencoder.decode_stage_2_outputs(start / self.scale_factor)
             x = x + (pred - base)[:, None]
-        x = x.clamp(0, 1)
-        std = x.std(1, unbiased=False) if n > 1 else None
-        return x.mean(1), std
+        return x.clamp(0, 1)
 
     def guide_latent(self, images: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
         """The SDEdit start (B, lc, h, w) before noising: the guide sequence's latent from ``lat`` (B, 3, lc, h, w),

@@ -68,7 +68,7 @@ MYOPS_ONLY = {"unet_l1_myops": "unet_l1", "pix2pix_myops": "pix2pix", "linear_my
 METHODS.update({k: (f"{METHODS[m][0].split(' a·')[0]}, MyoPS cases only", *METHODS[m][1:]) for k, m in MYOPS_ONLY.items()})
 METHODS["copy"] = ("copy the guide condition unchanged", [B + "copy.yaml"], [])
 SAMPLER_KNOBS = ("guide", "residual", "guidance_scale_1", "guidance_scale_2", "strength", "num_samples", "num_inference_steps",
-                 "cache_interval")
+                 "cache_interval", "views")
 SHORT = {"guidance_scale_1": "c_I1", "guidance_scale_2": "c_I2", "num_samples": "N", "num_inference_steps": "steps",
          "cache_interval": "DeepCache k"}
 
