@@ -142,6 +142,25 @@ def test_volume_inferer_shapes_and_task(task, slot):
         TranslationVolumeInferer(task, TASKS)(torch.rand(1, 2, 16, 16, 3), net)
 
 
+def test_volume_inferer_views_average_the_flipped_predictions():
+    """views=2: the network runs once on the slices and their left-right mirror (one batch) and the mirrored
+    prediction is flipped back before the mean: a left-to-right ramp added by the network averages to its mean."""
+    seen = []
+    ramp = torch.linspace(0, 1, 16)
+
+    def net(x):
+        seen.append(x.shape[0])
+        return x[:, :1] * 0 + 0.25 * ramp
+
+    x = torch.rand(2, 3, 16, 16)
+    out = TranslationVolumeInferer("lge", TASKS, views=2)(x, net)
+    assert seen == [4]
+    torch.testing.assert_close(out, torch.full((2, 1, 16, 16), 0.125))
+    torch.testing.assert_close(TranslationVolumeInferer("lge", TASKS)(x, net), (0.25 * ramp).expand(2, 1, 16, 16))
+    with pytest.raises(ValueError, match="views"):
+        TranslationVolumeInferer("lge", TASKS, views=5)
+
+
 def test_linear_fit_recovers_per_task_coefficients():
     """Slices built so that each sequence is an exact linear function of the two others' sum: the fit finds the
     coefficients, ignores the target's own channel, and predicts the target exactly."""

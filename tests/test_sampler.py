@@ -336,3 +336,30 @@ def test_residual_output_is_the_regressor_plus_the_diffusion_change(tiny):
     torch.testing.assert_close(out_res[inside], (out_plain + 0.5 - base)[inside], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="residual"):
         _sampler(tiny, residual=True)
+
+
+def test_views_spread_the_samples_over_flipped_inputs(tiny):
+    """views=V: N/V samples per flipped/transposed view, mapped back before the mean; the guide runs in every
+    view. views=1 is the plain sampler; views=4 differs from it (the network is not flip-equivariant); every view's
+    samples are mapped back before the mean and std; num_samples must be a multiple of views."""
+    x = _images(2, seed=9)
+    kw = dict(strength=0.5, guide="regression", residual=True, num_samples=4, seed=3)
+    reg = _ConstantRegressor(0.4)
+    plain = _sampler(tiny, guide_network=reg, **kw)(x, tiny[0])
+    torch.testing.assert_close(_sampler(tiny, guide_network=reg, views=1, **kw)(x, tiny[0]), plain, rtol=0, atol=0)
+    s = _sampler(tiny, guide_network=reg, views=4, **kw)
+    four = s(x, tiny[0])
+    assert four.shape == (2, 1, 64, 64) and s.uncertainty.shape == (2, 1, 64, 64)
+    assert not torch.allclose(four, plain, atol=1e-4)
+    assert reg.inputs[-1].shape[0] == 8  # the guide ran on 4 views of 2 slices in one batch
+    # the mapping back: samples = the view's C0 plus a left-right ramp; views 2 average it with its mirror
+    s2 = _sampler(tiny, views=2, num_samples=4)
+    ramp = torch.linspace(0, 1, 64)
+    s2.samples = lambda imgs, net, n: (imgs[:, :1] + ramp)[:, None].expand(-1, n, -1, -1, -1)
+    mean = s2(x, tiny[0])
+    torch.testing.assert_close(mean, x[:, :1] + 0.5)
+    torch.testing.assert_close(s2.uncertainty, ((ramp - ramp.flip(0)).abs() / 2).expand_as(mean))
+    with pytest.raises(ValueError, match="multiple of views"):
+        _sampler(tiny, num_samples=3, views=2)
+    with pytest.raises(ValueError, match="views"):
+        _sampler(tiny, views=3)
