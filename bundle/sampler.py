@@ -17,8 +17,8 @@ With ``cache_interval`` k > 1 (DeepCache, ``bundle.deepcache``) only every k-th 
 in between reuse its deep features and run the full-resolution blocks alone (same number of steps, less work).
 With ``num_samples`` N > 1 the N samples run in the same batch; the mean is returned and the per-pixel
 standard deviation is kept in ``self.uncertainty``. With ``views`` V > 1 (``bundle.tta``) the N samples are spread
-over V flipped/transposed views of the input (N/V each, guide included), mapped back before the mean: the same work
-as N samples of one view.
+over up to V flipped/transposed views of the input (``bundle.tta.effective_views``: the most that divide N; N/V
+samples each, the guide run in each view), mapped back before the mean: the same work as N samples of one view.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bundle.data import map_fov_slices
 from bundle.deepcache import DeepCacheUNet
 from bundle.engine import task_slots
 from bundle.errors import ConfigError, flag
-from bundle.tta import check_views, stack_views, unstack_views
+from bundle.tta import effective_views, stack_views, unstack_views
 
 
 class CMRDiffSampler(Inferer):
@@ -80,9 +80,6 @@ class CMRDiffSampler(Inferer):
         _check("num_inference_steps", num_inference_steps, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         _check("num_samples", num_samples, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         _check("cache_interval", cache_interval, lambda v: int(v) == v and v >= 1, "an integer >= 1")
-        views = check_views(views)
-        if int(num_samples) % views:
-            raise ConfigError(f"num_samples ({num_samples}) must be a multiple of views ({views})")
         if compile and cache_interval > 1:
             raise ConfigError("compile and cache_interval > 1 cannot be combined: choose one")
         self.scheduler, self.autoencoder, self.scale_factor = scheduler, autoencoder, float(scale_factor)
@@ -94,7 +91,7 @@ class CMRDiffSampler(Inferer):
         self.steps, self.s1, self.s2 = int(num_inference_steps), float(guidance_scale_1), float(guidance_scale_2)
         self.strength, self.num_samples, self.seed, self.progress = float(strength), int(num_samples), seed, progress
         self.image_size, self.compile, self.cache_interval = image_size, bool(compile), int(cache_interval)
-        self.views = views
+        self.views = effective_views(views, int(num_samples))
         self._compiled: tuple[int, nn.Module] | None = None
         self.uncertainty: torch.Tensor | None = None
         self.uncertainty_volume: torch.Tensor | None = None

@@ -23,6 +23,13 @@ def check_views(views) -> int:
     return int(str(views).strip())
 
 
+def effective_views(views, num_samples: int) -> int:
+    """How many views N samples are spread over: the largest of ``VIEWS`` up to ``views`` that divides N (so N 1
+    stays one plain sample, N 4 uses 4 views and N 16 all 8)."""
+    views = check_views(views)
+    return max(v for v in VIEWS if v <= views and int(num_samples) % v == 0)
+
+
 def view(x: torch.Tensor, v: int) -> torch.Tensor:
     """Element ``v`` (0..7) of the group applied to x (..., H, W): bit 0 flips W, bit 1 flips H, bit 2 transposes."""
     if v & 1:

@@ -37,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bundle.metadata import data_formats  # noqa: E402
+from bundle.tta import effective_views  # noqa: E402
 EVAL = ["configs/common.yaml", "configs/inference.yaml", "configs/evaluate.yaml"]
 B = "configs/baselines/"
 TASKS = ("lge", "t2", "bssfp")
@@ -91,6 +92,7 @@ def knobs(key: str, overrides: list[str]) -> dict:
                 vals[k] = v.lower() in ("1", "true", "yes")
             else:
                 vals[k] = type(vals[k] or "")(v)
+    vals["views"] = effective_views(vals["views"], vals["num_samples"])  # what the sampler runs
     if float(vals["strength"]) >= 1.0:
         vals["guide"] = "none (pure noise)"
     elif vals["guide"] is None:
@@ -100,9 +102,12 @@ def knobs(key: str, overrides: list[str]) -> dict:
 
 def label(key: str, overrides: list[str]) -> str:
     name = METHODS[key][0]
-    if key in ("guide", "unet_l1", "pix2pix", "linear", "copy", *MYOPS_ONLY):
-        return name
     k = knobs(key, overrides)
+    if key == "copy":
+        return name
+    if key in ("guide", "unet_l1", "pix2pix", "linear", *MYOPS_ONLY):  # image-space: only the views apply
+        return name if k["views"] == 1 else f"{name}, mean of {k['views']} test-time views"
+
     return f"{name}: " + ", ".join(f"{SHORT.get(n, n)} {v}" for n, v in k.items())
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bundle.errors import ConfigError
-from bundle.tta import check_views, stack_views, unstack_views, unview, view, view_mean
+from bundle.tta import check_views, effective_views, stack_views, unstack_views, unview, view, view_mean
 
 
 def test_the_eight_views_are_distinct_and_inverted():
@@ -52,3 +52,8 @@ def test_check_views(bad):
     assert check_views(8) == 8 and check_views("4") == 4
     with pytest.raises(ConfigError, match="views"):
         check_views(bad)
+
+
+def test_effective_views_divide_the_samples():
+    assert [effective_views(8, n) for n in (1, 2, 3, 4, 8, 12, 16, 32)] == [1, 2, 1, 4, 8, 4, 8, 8]
+    assert effective_views(2, 16) == 2 and effective_views(1, 16) == 1
