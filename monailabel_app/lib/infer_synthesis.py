@@ -46,7 +46,7 @@ SEQUENCES = ("C0", "DE", "T2")
 MYOPS_NAME = re.compile(r"^(?P<case>.+)_(?P<seq>C0|DE|T2)\.nii(\.gz)?$")
 # sampler knobs of configs/inference.yaml a request may set (defaults are read from the config itself)
 KNOBS = ("num_inference_steps", "guidance_scale_1", "guidance_scale_2", "strength", "guide", "residual", "num_samples",
-         "seed", "cache_interval")
+         "seed", "cache_interval", "views")
 # allowed range of each numeric knob: (type, low, high, low inclusive); the server bounds num_samples (memory) and the
 # step count (DDIM cannot take more steps than the schedule's num_train_timesteps = 1000)
 MAX_STEPS, MAX_SAMPLES, MAX_SEED = 1000, 16, 2**32 - 1  # numpy's seed range (set_determinism seeds numpy too)
@@ -58,6 +58,7 @@ RANGES = {
     "num_samples": (int, 1, MAX_SAMPLES, True),
     "seed": (int, 0, MAX_SEED, True),
     "cache_interval": (int, 1, MAX_STEPS, True),
+    "views": (int, 1, 8, True),  # and one of bundle.tta.VIEWS (1, 2, 4, 8)
 }
 
 
@@ -95,6 +96,8 @@ def _http_error(msg: str, status: int = 400) -> Exception:
 
 def _range_text(name: str) -> str:
     typ, lo, hi, lo_incl = RANGES[name]
+    if name == "views":
+        return "one of 1, 2, 4, 8"
     return f"{'an integer' if typ is int else 'a number'} in {'[' if lo_incl else '('}{lo}, {hi}]"
 
 
@@ -108,6 +111,8 @@ def validate_knob(name: str, value: Any) -> Any:
     typ, lo, hi, lo_incl = RANGES[name]
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (lo <= value if lo_incl else lo < value) and value <= hi
+    if name == "views":
+        ok = ok and value in (1, 2, 4, 8)
     if not ok:
         raise RequestError(f"{name} must be {_range_text(name)}, got {value!r}")
     return value
@@ -166,7 +171,7 @@ class SynthesisInferTask(InferTask):
         self.profile = str(conf.get("profile") or raw.get("profile"))
         defaults = {k: raw.get(k) for k in KNOBS}
         defaults["guide"] = defaults["guide"] if defaults["guide"] is not None else ""  # shown as a text field
-        self._types = dict(defaults, num_inference_steps=0, num_samples=0, seed=0, cache_interval=0)
+        self._types = dict(defaults, num_inference_steps=0, num_samples=0, seed=0, cache_interval=0, views=0)
         for k in KNOBS:  # app-level defaults, e.g. `--conf num_inference_steps 10`
             if k in conf:
                 defaults[k] = validate_knob(k, _cast(k, conf[k], self._types[k])) if k != "guide" else (conf[k] or "")
