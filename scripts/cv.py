@@ -80,6 +80,12 @@ def read_scores(folder: Path) -> dict[str, dict[tuple[str, str], dict[str, float
     return out
 
 
+def scored_folds(recipe_dir: Path, n_folds: int) -> dict[int, dict]:
+    """{fold: scores} of the folds of ``recipe_dir`` that have been scored."""
+    folders = {k: recipe_dir / f"fold_{k}" / "scores" / "guide" for k in range(n_folds)}
+    return {k: read_scores(f) for k, f in folders.items() if all((f / t / "metrics.csv").is_file() for t in TASKS)}
+
+
 def mean(xs: list[float]) -> float:
     xs = [x for x in xs if x == x]
     return sum(xs) / len(xs) if xs else float("nan")
@@ -131,9 +137,7 @@ def main() -> None:
     args = ap.parse_args()
     folds = [[int(i) for i in f.split(",")] for f in args.folds] if args.folds else FOLDS
     if args.compare:
-        a, b = ({k: read_scores(args.output_dir / n / f"fold_{k}" / "scores" / "guide") for k in range(len(folds))
-                 if (args.output_dir / n / f"fold_{k}" / "scores" / "guide" / TASKS[-1] / "metrics.csv").is_file()}
-                for n in args.compare)
+        a, b = (scored_folds(args.output_dir / name, len(folds)) for name in args.compare)
         if not set(a) & set(b):
             raise SystemExit(f"error: {args.compare[0]} and {args.compare[1]} have no scored fold in common")
         print(table(paired(a, b), f"Δ {args.compare[1]} − {args.compare[0]}"))
