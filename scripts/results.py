@@ -92,7 +92,6 @@ def knobs(key: str, overrides: list[str]) -> dict:
                 vals[k] = v.lower() in ("1", "true", "yes")
             else:
                 vals[k] = type(vals[k] or "")(v)
-    vals["views"] = effective_views(vals["views"], vals["num_samples"])  # what the sampler runs
     if float(vals["strength"]) >= 1.0:
         vals["guide"] = "none (pure noise)"
     elif vals["guide"] is None:
@@ -106,8 +105,8 @@ def label(key: str, overrides: list[str]) -> str:
     if key == "copy":
         return name
     if key in ("guide", "unet_l1", "pix2pix", "linear", *MYOPS_ONLY):  # image-space: only the views apply
-        return name if k["views"] == 1 else f"{name}, mean of {k['views']} test-time views"
-
+        return name if int(k["views"]) == 1 else f"{name}, mean of {k['views']} test-time views"
+    k["views"] = effective_views(k["views"], k["num_samples"])  # what the sampler runs with N samples
     return f"{name}: " + ", ".join(f"{SHORT.get(n, n)} {v}" for n, v in k.items())
 
 

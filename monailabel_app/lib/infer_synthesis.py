@@ -58,8 +58,9 @@ RANGES = {
     "num_samples": (int, 1, MAX_SAMPLES, True),
     "seed": (int, 0, MAX_SEED, True),
     "cache_interval": (int, 1, MAX_STEPS, True),
-    "views": (int, 1, 8, True),  # and one of bundle.tta.VIEWS (1, 2, 4, 8)
+    "views": (int, 1, 8, True),
 }
+CHOICES = {"views": (1, 2, 4, 8)}  # knobs that take only these values (views: bundle.tta.VIEWS)
 
 
 def _malloc_trim() -> None:
@@ -96,8 +97,8 @@ def _http_error(msg: str, status: int = 400) -> Exception:
 
 def _range_text(name: str) -> str:
     typ, lo, hi, lo_incl = RANGES[name]
-    if name == "views":
-        return "one of 1, 2, 4, 8"
+    if name in CHOICES:
+        return "one of " + ", ".join(map(str, CHOICES[name]))
     return f"{'an integer' if typ is int else 'a number'} in {'[' if lo_incl else '('}{lo}, {hi}]"
 
 
@@ -111,8 +112,7 @@ def validate_knob(name: str, value: Any) -> Any:
     typ, lo, hi, lo_incl = RANGES[name]
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (lo <= value if lo_incl else lo < value) and value <= hi
-    if name == "views":
-        ok = ok and value in (1, 2, 4, 8)
+    ok = ok and (name not in CHOICES or value in CHOICES[name])
     if not ok:
         raise RequestError(f"{name} must be {_range_text(name)}, got {value!r}")
     return value
