@@ -283,6 +283,7 @@ def test_num_samples_uncertainty(tiny):
     (dict(task="t2", guide="T2"), "guide"),
     (dict(guide="XX"), "guide"),
     (dict(task="nope"), "task"),
+    (dict(estimator="mean"), "estimator"),
 ])
 def test_knob_validation(tiny, kw, field):
     with pytest.raises(ValueError, match=field):
@@ -362,3 +363,33 @@ def test_views_spread_the_samples_over_flipped_inputs(tiny):
     assert [_sampler(tiny, num_samples=n, views=8).views for n in (1, 2, 3, 4, 6, 16)] == [1, 2, 1, 4, 2, 8]
     with pytest.raises(ValueError, match="views"):
         _sampler(tiny, views=3)
+
+
+def test_x0_estimator_is_the_first_steps_clean_estimate(tiny):
+    """estimator='x0': one batched network call at the first timestep of the strength's schedule, and the output is
+    the decoded x̂0 = (z_t − √(1−ᾱ_t)·ε̃) / √ᾱ_t of that call (computed here independently); it differs from the
+    DDIM chain ('sample'), which runs int(steps·strength) calls."""
+    net, ae, p = tiny
+    x = _images(2, seed=8)
+    kw = dict(strength=0.5, guide="T2", guidance_scale_1=1.0, guidance_scale_2=1.0, seed=5)
+    eps_seen = []
+    h = net.register_forward_hook(lambda m, a, o: eps_seen.append((a[0].clone(), a[1].clone(), o.clone())))
+    try:
+        out = _sampler(tiny, estimator="x0", **kw)(x, net)
+    finally:
+        h.remove()
+    assert len(eps_seen) == 1
+    x_in, tt, e = eps_seen[0]
+    sched = _scheduler(p)
+    sched.set_timesteps(STEPS)
+    t = int(sched.timesteps[STEPS - int(STEPS * 0.5)])
+    assert int(tt[0]) == t
+    # c_I1 = c_I2 = 1: ε̃ = ε(c1, c2), the first half of the batch (branch-major); z_t the first latent channels
+    lc = ae.encode(x[:, :1])[0].shape[1]
+    z_t, eps = x_in[:2, :lc], e[:2]
+    abar = sched.alphas_cumprod[t]
+    x0 = (z_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+    ref = ae.decode_stage_2_outputs(x0 / SCALE).clamp(0, 1)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    chain = _sampler(tiny, estimator="sample", **kw)(x, net)
+    assert not torch.allclose(out, chain, atol=1e-4)
