@@ -189,6 +189,7 @@ def test_knobs_are_validated_and_fresh_per_request():
     assert k["seed"] == 0 and k["num_inference_steps"] == 3 and k["num_samples"] == task._config["num_samples"]
     assert task.knobs({"seed": None})["seed"] is None  # null seed: allowed (not reproducible)
     assert task.knobs({"views": 2})["views"] == 2 and task.knobs({})["views"] == task._config["views"]
+    assert task.knobs({"estimator": "x0"})["estimator"] == "x0" and task.knobs({})["estimator"] == "sample"
     for bad, text in [({"num_inference_steps": 0}, "num_inference_steps must be an integer in [1, 1000]"),
                       ({"num_inference_steps": "abc"}, "num_inference_steps must be an integer in [1, 1000]"),
                       ({"num_inference_steps": 2.5}, "num_inference_steps must be"),
@@ -202,6 +203,7 @@ def test_knobs_are_validated_and_fresh_per_request():
                       ({"cache_interval": 0}, "cache_interval must be"),
                       ({"views": 3}, "views must be"),
                       ({"views": 16}, "views must be"),
+                      ({"estimator": "mean"}, "estimator must be one of sample, x0"),
                       ({"guide": "DE"}, "guide must be"),
                       ({"guide": "C0"}, "residual true needs guide 'regression'"),
                       ({"residual": "maybe"}, "residual must be true or false")]:

@@ -46,7 +46,7 @@ SEQUENCES = ("C0", "DE", "T2")
 MYOPS_NAME = re.compile(r"^(?P<case>.+)_(?P<seq>C0|DE|T2)\.nii(\.gz)?$")
 # sampler knobs of configs/inference.yaml a request may set (defaults are read from the config itself)
 KNOBS = ("num_inference_steps", "guidance_scale_1", "guidance_scale_2", "strength", "guide", "residual", "num_samples",
-         "seed", "cache_interval", "views")
+         "seed", "cache_interval", "views", "estimator")
 # allowed range of each numeric knob: (type, low, high, low inclusive); the server bounds num_samples (memory) and the
 # step count (DDIM cannot take more steps than the schedule's num_train_timesteps = 1000)
 MAX_STEPS, MAX_SAMPLES, MAX_SEED = 1000, 16, 2**32 - 1  # numpy's seed range (set_determinism seeds numpy too)
@@ -60,7 +60,8 @@ RANGES = {
     "cache_interval": (int, 1, MAX_STEPS, True),
     "views": (int, 1, 8, True),
 }
-CHOICES = {"views": (1, 2, 4, 8)}  # knobs that take only these values (views: bundle.tta.VIEWS)
+# knobs that take only these values (views: bundle.tta.VIEWS; estimator: bundle.sampler.ESTIMATORS)
+CHOICES = {"views": (1, 2, 4, 8), "estimator": ("sample", "x0")}
 
 
 def _malloc_trim() -> None:
@@ -96,9 +97,9 @@ def _http_error(msg: str, status: int = 400) -> Exception:
 
 
 def _range_text(name: str) -> str:
-    typ, lo, hi, lo_incl = RANGES[name]
     if name in CHOICES:
         return "one of " + ", ".join(map(str, CHOICES[name]))
+    typ, lo, hi, lo_incl = RANGES[name]
     return f"{'an integer' if typ is int else 'a number'} in {'[' if lo_incl else '('}{lo}, {hi}]"
 
 
@@ -129,6 +130,10 @@ def _cast(name: str, value: Any, default: Any) -> Any:
         return v
     if name == "seed" and (value is None or str(value).strip().lower() in ("none", "null")):
         return None
+    if name == "estimator":
+        if str(value).strip() not in CHOICES[name]:
+            raise RequestError(f"estimator must be {_range_text(name)}, got {value!r}")
+        return str(value).strip()
     try:
         if isinstance(default, bool):
             v = str(value).strip().lower()
