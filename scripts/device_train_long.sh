@@ -14,6 +14,9 @@
 # E: a PROBE_EP-epoch (40) probe of the three jobs side by side measures seconds per epoch; E = the whole hundreds of epochs
 # that fit TRAIN_S seconds (capped at E_MAX). The log prints E; reproduce a model with --max_epochs E.
 #   OUT=<out dir> bash scripts/device_train_long.sh        (on the device: wheels installed first, PYTHONPATH set)
+# v0.11.0 ran it on an H200 as (carry: .gpu .whl; wheels of monai 1.6.1, pytorch-ignite 0.5.5, nibabel 5.4.2,
+# fire 0.7.1, termcolor 3.3.0): python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+#   export PYTHONPATH=/tmp/site:. && OUT=$OUT TRAIN_S=420 bash scripts/device_train_long.sh   (-> E = 500)
 # PROBE_EP=12 E_MAX=2 makes a quick smoke test (on CPU too).
 set -uo pipefail
 OUT=${OUT:?output dir}
