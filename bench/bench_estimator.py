@@ -11,14 +11,15 @@ Prints a markdown table and writes it into its own marked section of bench/resul
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
 
+from bench_sampling import timed
 from bundle.sampler import CMRDiffSampler
+from monailabel_load import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOBS = ("num_inference_steps", "guidance_scale_1", "guidance_scale_2", "strength", "num_samples", "cache_interval",
@@ -35,16 +36,6 @@ def build():
     guide = p.get_parsed_content("generator_def").eval()
     knobs = {k: p.get_parsed_content(k) for k in KNOBS}
     return p, net, ae, guide, knobs
-
-
-def best_of(fn, runs: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def table(slices: list[int]) -> list[str]:
@@ -71,7 +62,7 @@ def table(slices: list[int]) -> list[str]:
                 with torch.inference_mode():
                     s.sample(x, net)
                 n = calls["n"]
-                res[est] = (best_of(lambda: s.sample(x, net)), n)
+                res[est] = (timed(s.sample, x, net), n)
             rows.append(f"| {b} | {res['sample'][0]:.2f} | {res['sample'][1]} | {res['x0'][0]:.2f} | {res['x0'][1]} | "
                         f"{res['sample'][0] / res['x0'][0]:.2f}× |")
     finally:
@@ -91,12 +82,7 @@ def main() -> None:
              "(N 16 over 8 views, strength 0.2, DeepCache k 2, the regression guide) on 128x128 slices, best of 3 "
              "after a warm-up, both estimators in this run. UNet calls = batched forward passes of the denoiser "
              "(the DeepCache shallow steps included).\n\n" + "\n".join(rows) + "\n<!-- estimator:end -->")
-    text = a.out.read_text() if a.out.is_file() else ""
-    if "<!-- estimator:begin -->" in text:
-        text = re.sub(r"<!-- estimator:begin -->.*?<!-- estimator:end -->", lambda m: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    a.out.write_text(text)
+    write_section(a.out, block + "\n", "<!-- estimator:begin -->", "<!-- estimator:end -->")
     print("\n".join(rows))
 
 

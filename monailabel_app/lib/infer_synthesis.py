@@ -104,16 +104,17 @@ def _range_text(name: str) -> str:
 
 
 def validate_knob(name: str, value: Any) -> Any:
-    """``value`` of knob ``name`` (after :func:`_cast`) checked against :data:`RANGES`; a RequestError naming the knob
-    and its allowed range otherwise."""
+    """``value`` of knob ``name`` (after :func:`_cast`) checked against :data:`CHOICES` and :data:`RANGES`; a
+    RequestError naming the knob and its allowed values otherwise."""
     if name == "seed" and value is None:  # null seed: not reproducible, allowed as in the bundle
         return None
+    if name in CHOICES and value not in CHOICES[name]:
+        raise RequestError(f"{name} must be {_range_text(name)}, got {value!r}")
     if name not in RANGES:
         return value
     typ, lo, hi, lo_incl = RANGES[name]
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (lo <= value if lo_incl else lo < value) and value <= hi
-    ok = ok and (name not in CHOICES or value in CHOICES[name])
     if not ok:
         raise RequestError(f"{name} must be {_range_text(name)}, got {value!r}")
     return value
@@ -130,9 +131,7 @@ def _cast(name: str, value: Any, default: Any) -> Any:
         return v
     if name == "seed" and (value is None or str(value).strip().lower() in ("none", "null")):
         return None
-    if name == "estimator":
-        if str(value).strip() not in CHOICES[name]:
-            raise RequestError(f"estimator must be {_range_text(name)}, got {value!r}")
+    if isinstance(default, str):  # a text knob (estimator): its allowed values are checked by validate_knob
         return str(value).strip()
     try:
         if isinstance(default, bool):
