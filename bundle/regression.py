@@ -8,6 +8,7 @@ CMRDiff model. Slices come from ``bundle.data.build_slices``: ``image`` (B, 3, H
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from bundle.data import map_fov_slices
 from bundle.engine import batch_generator, task_slots
 from bundle.tta import check_views, view_mean
-from bundle.weights import load_weights
+from bundle.weights import WeightsError, load_weights
 
 
 def translation_inputs(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -145,11 +146,41 @@ def fit_linear(model: LinearFit, slices: list[dict], tasks: Mapping[str, Mapping
     return model
 
 
+class MeanOfNetworks(nn.Module):
+    """Ensemble of regressors with one interface: input (B, 6, H, W) -> the mean of the members' outputs
+    (B, 1, H, W)."""
+
+    def __init__(self, members) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def weight_paths(path) -> list[str]:
+    """``path``: one weights file or a list of them (an ensemble) -> the list (at least one entry)."""
+    paths = [str(p) for p in path] if isinstance(path, (list, tuple)) else [str(path)]
+    if not paths:
+        raise WeightsError("an ensemble needs at least one weights file, got an empty list")
+    return paths
+
+
+def load_ensemble(network: nn.Module, path, arch: Mapping | None = None) -> nn.Module:
+    """``path`` (one weights file) loaded into ``network``; a list of files gives a :class:`MeanOfNetworks` of
+    copies of ``network``, one per file. Each file is checked against ``arch``; eval mode."""
+    paths = weight_paths(path)
+    members = [network] + [copy.deepcopy(network) for _ in paths[1:]]
+    for p, m in zip(paths, members):
+        load_weights(p, m, dict(arch or {}))
+    return (members[0] if len(members) == 1 else MeanOfNetworks(members)).eval()
+
+
 def load_guide(network: nn.Module, path, profile: str, features) -> nn.Module:
     """The regressor behind the sampler's ``guide: regression`` start: ``path`` (an image-space weights file, e.g.
-    a ``unet_l1`` export) loaded into ``network`` (checked against ``profile``/``features``), in eval mode."""
-    load_weights(path, network, {"profile": profile, "features": features})
-    return network.eval()
+    a ``unet_l1`` export, or a list of them: their mean) loaded into ``network`` (checked against
+    ``profile``/``features``), in eval mode."""
+    return load_ensemble(network, path, {"profile": profile, "features": features})
 
 
 class CopyInferer(Inferer):
