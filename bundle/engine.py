@@ -54,6 +54,16 @@ def condition_dropout(batch_size: int, p: float, generator: torch.Generator | No
     return ~drop1, ~drop2
 
 
+TRAIN_STARTS = {"target": None, "guide": "guide_latent"}
+
+
+def start_key(train_start: str) -> str | None:
+    """The ``train_start`` knob -> the slice key the training noises (None: the target's own latent)."""
+    if train_start not in TRAIN_STARTS:
+        raise ConfigError(f"train_start must be one of {sorted(TRAIN_STARTS)}, got {train_start!r}")
+    return TRAIN_STARTS[train_start]
+
+
 class CMRDiffPrepareBatch(DiffusionPrepareBatch):
     """Builds a training/validation batch for task ``task`` (``any`` draws the target per sample).
 
@@ -64,12 +74,22 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
     ``joint_dropout`` drops the two conditions only together (the plain-LDM baseline's single-scale CFG).
     ``max_timestep`` < ``num_train_timesteps`` trains only the noise levels t < max_timestep, the ones a sampler
     started at ``strength`` ≤ max_timestep / num_train_timesteps visits (SDEdit from the regression guide).
+    ``prediction_type`` ``sample``: the target is the clean target latent (x0-prediction).
+    ``start_key`` (e.g. ``guide_latent``, (3·lc, h, w) per slice, the guide regressor's prediction of each sequence
+    as a latent): the bridge recipe, where the network sees that latent noised, not the target's, and learns to map
+    it to the target (kwarg ``start`` for :class:`CMRDiffTrainInferer`); it needs ``prediction_type`` ``sample``
+    (an epsilon or velocity target diverges as t -> 0 when the noised latent is not the target's).
     """
 
     def __init__(self, num_train_timesteps: int, task: str, tasks: Mapping[str, Mapping], latent_channels: int,
                  drop_prob: float = 0.05, scheduler: nn.Module | None = None, seed: int | None = None,
-                 joint_dropout: bool = False, max_timestep: int | None = None) -> None:
+                 joint_dropout: bool = False, max_timestep: int | None = None, prediction_type: str | None = None,
+                 start_key: str | None = None) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
+        self.sample_target = prediction_type == "sample"
+        self.start_key = start_key or None
+        if self.start_key and not self.sample_target:
+            raise ConfigError(f"train_start 'guide' (the bridge recipe) needs prediction_type 'sample', got {prediction_type!r}")
         self.max_timestep = num_train_timesteps if max_timestep is None else int(max_timestep)
         if not 1 <= self.max_timestep <= num_train_timesteps:
             raise ConfigError(f"max_train_timestep must be in [1, {num_train_timesteps}], got {max_timestep}")
@@ -100,20 +120,30 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         mask = latent_mask(mask, (h, w)) if mask is not None else torch.zeros(b, 1, h, w)
         to = dict(device=device, non_blocking=non_blocking)
         target, noise, timesteps = target.to(**to), noise.to(**to), timesteps.to(**to)
-        goal = self.scheduler.get_velocity(target, noise, timesteps) if self.scheduler is not None else noise
+        if self.sample_target:
+            goal = target
+        else:
+            goal = self.scheduler.get_velocity(target, noise, timesteps) if self.scheduler is not None else noise
         infer = {"noise": noise, "timesteps": timesteps, "cond": cond.to(**to),
                  "images": batchdata["image"].float().to(**to), "keep": keep.to(**to), "class_labels": tgt.to(**to)}
+        if self.start_key:
+            if self.start_key not in batchdata:
+                raise ConfigError(f"the bridge recipe needs {self.start_key!r} in every slice (the guide's latents)")
+            start = batchdata[self.start_key].float().view(b, 3, self.lc, h, w)
+            infer["start"] = start[torch.arange(b), tgt].to(**to)
         return target, (goal, mask.to(**to)), (), infer
 
 
 class CMRDiffTrainInferer(DiffusionInferer):
-    """``__call__(inputs, network, noise, timesteps, cond, images, keep, class_labels)``: noises the target latent
-    ``inputs`` (B, lc, h, w) to ``timesteps`` and returns the network's prediction (B, lc, h, w)."""
+    """``__call__(inputs, network, noise, timesteps, cond, images, keep, class_labels[, start])``: noises the target
+    latent ``inputs`` (B, lc, h, w), or ``start`` (B, lc, h, w) when given (the bridge recipe), to ``timesteps`` and
+    returns the network's prediction (B, lc, h, w)."""
 
     def __call__(self, inputs: torch.Tensor, diffusion_model: nn.Module, noise: torch.Tensor,  # type: ignore[override]
                  timesteps: torch.Tensor, cond: torch.Tensor, images: torch.Tensor, keep: torch.Tensor,
-                 class_labels: torch.Tensor, **kwargs) -> torch.Tensor:
-        noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
+                 class_labels: torch.Tensor, start: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        clean = inputs if start is None else start
+        noisy = self.scheduler.add_noise(original_samples=clean, noise=noise, timesteps=timesteps)
         return diffusion_model(torch.cat([noisy, cond], 1), timesteps, class_labels=class_labels, images=images,
                                keep=keep)
 

@@ -22,6 +22,7 @@ The tuning-fold table (models trained on `train_tune`, scored on `tune`; between
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import functools
 import json
@@ -122,13 +123,19 @@ def weights_of(key: str, args) -> list[Path]:
         return [args.myops_only_dir / f"{MYOPS_ONLY[key]}_{args.profile}_any.pt"]
     sets = dict(kv.split("=", 1) for kv in args.set)
     models = Path(sets.get("models_dir", ROOT / "models"))
-    guide = Path(sets.get("guide_weights", models / f"guide_{args.profile}_any.pt"))
+    guide = [Path(g) for g in listed(sets["guide_weights"])] if "guide_weights" in sets else \
+        [models / f"guide_{args.profile}_any.pt"]
     if key == "guide":
-        return [guide]
+        return guide
     files = [models / f"diffusion_{args.profile}_any.pt"]
     if knobs(key, setargs(args))["guide"] == "regression":
-        files.append(guide)
+        files += guide
     return files
+
+
+def listed(value: str) -> list[str]:
+    """A ``--set`` value naming one file or a list literal of them (an ensemble guide) -> the list."""
+    return [str(v) for v in ast.literal_eval(value)] if value.strip().startswith("[") else [value]
 
 
 def setargs(args) -> list[str]:
@@ -160,7 +167,7 @@ def evaluate(key: str, task: str, args, out: Path) -> dict:
         import torch
 
         method = torch.load(ws[0], map_location="cpu", weights_only=True)["arch"]["method"]
-        extra = [*extra, "--method", method, "--baseline_weights", str(ws[0])]
+        extra = [*extra, "--method", method, "--baseline_weights", str(ws[0]) if len(ws) == 1 else str([str(w) for w in ws])]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(EVAL + files), "--task", task,
            "--dataset_dir", str(args.dataset_dir), "--split", args.split, "--output_dir", str(out),
            "--profile", args.profile, "--baselines_dir", str(args.myops_only_dir if key in MYOPS_ONLY else args.baselines_dir),

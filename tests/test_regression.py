@@ -248,3 +248,35 @@ def test_augment_affine_knob_moves_images_off_the_flip_grid_and_the_mask_with_th
         if inside.sum() > 20:  # the mask still sits on the bright block of the first two sequences
             assert img[0][inside].mean() > 3 * img[0][~inside].mean() + 1e-3
     assert moved >= 3
+
+
+def test_load_ensemble_averages_the_members_and_checks_each_file(tmp_path):
+    from bundle.regression import MeanOfNetworks, load_ensemble, load_guide
+    from bundle.weights import WeightsError, save_weights
+
+    def unet():
+        return BasicUNet(spatial_dims=2, in_channels=6, out_channels=1, features=(4, 4, 8, 8, 16, 4))
+
+    arch = {"profile": "cpu", "features": [4, 4, 8, 8, 16, 4]}
+    nets, paths = [], []
+    for i in range(2):
+        torch.manual_seed(i)
+        nets.append(unet().eval())
+        paths.append(tmp_path / f"g{i}.pt")
+        save_weights(paths[i], nets[i], dict(arch, method="guide"))
+    x = torch.rand(2, 6, 32, 32)
+    with torch.no_grad():
+        want = (nets[0](x) + nets[1](x)) / 2
+        one = load_guide(unet(), paths[0], "cpu", arch["features"])
+        assert not isinstance(one, MeanOfNetworks)  # one file: the network itself, as before
+        assert torch.allclose(one(x), nets[0](x))
+        ens = load_guide(unet(), [str(p) for p in paths], "cpu", arch["features"])
+        assert isinstance(ens, MeanOfNetworks) and not ens.training
+        assert torch.allclose(ens(x), want, atol=1e-6)
+        assert not torch.allclose(ens(x), nets[0](x), atol=1e-4)  # both members count
+    with pytest.raises(WeightsError, match="g9.pt"):
+        load_ensemble(unet(), [paths[0], tmp_path / "g9.pt"], arch)
+    with pytest.raises(WeightsError, match="features"):
+        load_ensemble(unet(), paths, {"features": [8, 8, 8, 8, 8, 8]})
+    with pytest.raises(WeightsError, match="at least one"):
+        load_ensemble(unet(), [], arch)
