@@ -320,3 +320,66 @@ def test_prepare_batch_max_timestep_restricts_the_trained_noise_levels(tasks):
     assert (low < 300).all() and (full >= 300).any()
     with pytest.raises(ConfigError, match="max_train_timestep"):
         _prep(tasks, "lge", max_timestep=0)
+
+
+# ------------------------------------------------------------------------------------------- bridge recipe
+def test_bridge_prepare_batch_starts_from_the_guide_latent_of_the_target_slot(tasks):
+    """train_start guide: the kwarg ``start`` is the guide latent of each sample's target slot, the goal is the
+    clean target latent (x0); without ``prediction_type sample`` the recipe is refused; a batch without guide latents
+    is a clear error."""
+    from bundle.engine import start_key
+
+    batch = _batch(16, seed=7)
+    batch["guide_latent"] = torch.randn(16, 3 * LC, H, W, generator=torch.Generator().manual_seed(8))
+    prep = _prep(tasks, "any", prediction_type="sample", start_key=start_key("guide"), seed=0)
+    target, (goal, _), _, kw = prep(batch)
+    assert torch.equal(goal, target)  # x0 target
+    slots = kw["class_labels"]
+    lat, guide = batch["latent"].view(16, 3, LC, H, W), batch["guide_latent"].view(16, 3, LC, H, W)
+    assert len(set(slots.tolist())) > 1  # `any`: several targets in the batch, each with its own guide slot
+    torch.testing.assert_close(target, lat[torch.arange(16), slots])
+    torch.testing.assert_close(kw["start"], guide[torch.arange(16), slots])
+    # the usual recipe: no start, epsilon goal
+    _, (goal0, _), _, kw0 = _prep(tasks, "any", seed=0)(batch)
+    assert "start" not in kw0 and torch.equal(goal0, kw0["noise"])
+    with pytest.raises(ConfigError, match="prediction_type 'sample'"):
+        _prep(tasks, "any", start_key="guide_latent")
+    with pytest.raises(ConfigError, match="guide_latent"):
+        prep(_batch(4))
+    assert start_key("target") is None
+    with pytest.raises(ConfigError, match="train_start"):
+        start_key("noise")
+
+
+def test_bridge_train_inferer_noises_the_start_not_the_target():
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    g = torch.Generator().manual_seed(9)
+    b = 2
+    inputs, start, noise = (torch.randn(b, LC, H, W, generator=g) for _ in range(3))
+    t = torch.tensor([10, 300])
+    spy = _Spy()
+    CMRDiffTrainInferer(scheduler=sched)(inputs, spy, noise=noise, timesteps=t, cond=torch.zeros(b, 3 * LC, H, W),
+                                         images=torch.rand(b, 3, IMG, IMG), keep=torch.ones(b, 3, dtype=torch.bool),
+                                         class_labels=torch.tensor([0, 2]), start=start)
+    ab = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(spy.calls[0][0][:, :LC], ab.sqrt() * start + (1 - ab).sqrt() * noise)
+
+
+def test_add_guide_latents_encode_the_guides_prediction_of_each_sequence(parser):
+    from bundle.regression import add_guide_latents, translation_inputs
+
+    torch.manual_seed(0)
+    p = parser(profile="tiny")
+    ae, guide = p.get_parsed_content("autoencoder").cpu().eval(), p.get_parsed_content("generator").cpu().eval()
+    g = torch.Generator().manual_seed(6)
+    slices = [{"image": torch.rand(3, IMG, IMG, generator=g), "case": f"c{i}", "slice": i} for i in range(3)]
+    out = add_guide_latents(guide, ae, slices, 0.7, batch_size=2)
+    with torch.no_grad():
+        for s, o in zip(slices, out):
+            assert o["guide_latent"].shape == (3 * LC, H, W) and o["image"] is s["image"]
+            for k in range(3):
+                pred = guide(translation_inputs(s["image"][None], torch.tensor([k]))).clamp(0, 1)
+                mu = ae.encode(pred)[0][0] * 0.7
+                torch.testing.assert_close(o["guide_latent"][k * LC : (k + 1) * LC], mu, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="latent_views 1"):
+        add_guide_latents(guide, ae, [{**slices[0], "views": []}], 0.7)

@@ -452,3 +452,25 @@ def test_psir_like_signed_condition_runs(diffusion_dir, phantom_dir, tmp_path):
     assert np.isfinite(data).all() and data.std() > 0
     side = json.loads((tmp_path / "out" / "p_T2_synth.json").read_text())
     assert [n["signed"] for n in side["normalisation"]] == [False, True, False]
+
+
+def test_bridge_recipe_trains_on_the_guide_start_and_samples(autoencoder_dir, guide_file, phantom_dir, tmp_path):
+    """`--train_start guide --prediction_type sample` (the bridge recipe) trains from the guide's latents and the
+    sampler runs the x0-prediction model with the same knob; the recipe with the default epsilon target is refused
+    with a clear error naming the field."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy2(autoencoder_dir / "autoencoder_tiny.pt", models / "autoencoder_tiny.pt")
+    shutil.copy2(guide_file, models / "guide_tiny_any.pt")
+    train = ["--max_epochs", 1, "--val_interval", 1, "--models_dir", models, "--output_dir", tmp_path,
+             "--dataset_dir", phantom_dir, "--task", "any", "--batch_size", 4, "--ema_decay", 0,
+             "--train_start", "guide"]
+    bad = run_bundle(["train_diffusion"], *train, check=False)
+    assert bad.returncode != 0 and "prediction_type 'sample'" in bad.stderr and "Traceback" not in bad.stderr[-400:]
+    run_bundle(["train_diffusion"], *train, "--prediction_type", "sample")
+    w = torch.load(models / "diffusion_tiny_any.pt", map_location="cpu", weights_only=True)
+    assert w["arch"]["prediction_type"] == "sample"
+    out = tmp_path / "synth"
+    run_bundle(["inference"], "--task", "lge", "--num_inference_steps", 4, "--dataset_dir", phantom_dir,
+               "--models_dir", models, "--split", "validation", "--prediction_type", "sample", "--output_dir", out)
+    _check_synthesis(out / "myops_test_203_DE_synth.nii.gz", _case_files(phantom_dir, "myops_test_203")["DE"])
