@@ -79,15 +79,19 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
     as a latent): the bridge recipe, where the network sees that latent noised, not the target's, and learns to map
     it to the target (kwarg ``start`` for :class:`CMRDiffTrainInferer`); it needs ``prediction_type`` ``sample``
     (an epsilon or velocity target diverges as t -> 0 when the noised latent is not the target's).
+    ``image_goal`` (``loss_space: image``, x0-prediction only): the goal is the pair (target image (B, 1, H, W),
+    myocardium mask (B, 1, H, W)) for :class:`bundle.losses.DecodedLoss`, instead of latents.
     """
 
     def __init__(self, num_train_timesteps: int, task: str, tasks: Mapping[str, Mapping], latent_channels: int,
                  drop_prob: float = 0.05, scheduler: nn.Module | None = None, seed: int | None = None,
                  joint_dropout: bool = False, max_timestep: int | None = None, prediction_type: str | None = None,
-                 start_key: str | None = None) -> None:
+                 start_key: str | None = None, image_goal: bool = False) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
         self.sample_target = prediction_type == "sample"
-        self.start_key = start_key or None
+        self.start_key, self.image_goal = start_key or None, flag(image_goal, "image_goal")
+        if self.image_goal and not self.sample_target:
+            raise ConfigError(f"loss_space 'image' needs prediction_type 'sample', got {prediction_type!r}")
         if self.start_key and not self.sample_target:
             raise ConfigError(f"train_start 'guide' (the bridge recipe) needs prediction_type 'sample', got {prediction_type!r}")
         self.max_timestep = num_train_timesteps if max_timestep is None else int(max_timestep)
@@ -117,6 +121,7 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         noise = torch.randn(target.shape, generator=g)
         timesteps = torch.randint(0, self.max_timestep, (b,), generator=g).long()
         mask = batchdata.get("mask")
+        image_mask = mask.float() if mask is not None else torch.zeros_like(batchdata["image"][:, :1]).float()
         mask = latent_mask(mask, (h, w)) if mask is not None else torch.zeros(b, 1, h, w)
         to = dict(device=device, non_blocking=non_blocking)
         target, noise, timesteps = target.to(**to), noise.to(**to), timesteps.to(**to)
@@ -126,12 +131,21 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
             goal = self.scheduler.get_velocity(target, noise, timesteps) if self.scheduler is not None else noise
         infer = {"noise": noise, "timesteps": timesteps, "cond": cond.to(**to),
                  "images": batchdata["image"].float().to(**to), "keep": keep.to(**to), "class_labels": tgt.to(**to)}
+        infer = self._start(batchdata, infer, tgt, to)
+        if self.image_goal:  # the target image and its myocardium on the image grid
+            image = batchdata["image"].float()[torch.arange(b), tgt][:, None]
+            return target, (image.to(**to), image_mask.to(**to)), (), infer
+        return target, (goal, mask.to(**to)), (), infer
+
+    def _start(self, batchdata: Mapping, infer: dict, tgt: torch.Tensor, to: dict) -> dict:
+        """``infer`` plus, for the bridge recipe, ``start``: the guide latent of each sample's target slot."""
         if self.start_key:
             if self.start_key not in batchdata:
                 raise ConfigError(f"the bridge recipe needs {self.start_key!r} in every slice (the guide's latents)")
-            start = batchdata[self.start_key].float().view(b, 3, self.lc, h, w)
-            infer["start"] = start[torch.arange(b), tgt].to(**to)
-        return target, (goal, mask.to(**to)), (), infer
+            start = batchdata[self.start_key].float()
+            start = start.view(start.shape[0], 3, self.lc, *start.shape[2:])
+            infer["start"] = start[torch.arange(len(tgt)), tgt].to(**to)
+        return infer
 
 
 class CMRDiffTrainInferer(DiffusionInferer):

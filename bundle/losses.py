@@ -40,6 +40,25 @@ class HeatmapDiffusionLoss(nn.Module):
         return (weight * (diff.pow(2) if self.distance == "l2" else diff.abs())).mean()
 
 
+class DecodedLoss(nn.Module):
+    """A latent prediction's loss in image space: ``loss(decode(pred / scale_factor), target, mask)`` with the frozen
+    VAE's decoder (gradients flow through it to ``pred``, not into it). pred (B, lc, h, w); target (B, 1, H, W) the
+    target image in [0, 1] or a ``(target, mask)`` pair (mask (B, 1, H, W), as for :class:`HeatmapDiffusionLoss`).
+    For an x0-predicting model: the latent space is not isometric to the image, so the latent L2 optimum (a mean of
+    latents) can decode worse than its input (docs/results.md, v0.12.0 round 9)."""
+
+    def __init__(self, autoencoder: nn.Module, scale_factor: float, loss: nn.Module) -> None:
+        super().__init__()
+        self.decoder = [autoencoder.eval().requires_grad_(False)]  # a list: not a submodule (no state_dict entry)
+        self.scale_factor, self.loss = float(scale_factor), loss
+
+    def forward(self, pred: torch.Tensor, target, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(target, (tuple, list)):
+            target, mask = target
+        image = self.decoder[0].decode_stage_2_outputs(pred / self.scale_factor)
+        return self.loss(image, target, mask)
+
+
 def latent_mask(mask: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
     """Myocardium mask (B, 1, H, W) -> (B, 1, h, w) on the latent grid (max-pool: a latent pixel counts if
     any of its image pixels is myocardium)."""
