@@ -383,3 +383,17 @@ def test_add_guide_latents_encode_the_guides_prediction_of_each_sequence(parser)
                 torch.testing.assert_close(o["guide_latent"][k * LC : (k + 1) * LC], mu, atol=1e-5, rtol=1e-4)
     with pytest.raises(ConfigError, match="latent_views 1"):
         add_guide_latents(guide, ae, [{**slices[0], "views": []}], 0.7)
+
+
+def test_image_goal_gives_the_target_image_and_its_myocardium(tasks):
+    """loss_space image: the goal is (target image (B, 1, H, W), image-grid mask) of each sample's target slot; it
+    needs x0-prediction."""
+    batch = _batch(8, seed=3)
+    target, (img, mask), _, kw = _prep(tasks, "any", prediction_type="sample", image_goal=True, seed=0)(batch)
+    slots = kw["class_labels"]
+    torch.testing.assert_close(img, batch["image"][torch.arange(8), slots][:, None])
+    torch.testing.assert_close(mask, batch["mask"])
+    _, (_, zero), _, _ = _prep(tasks, "any", prediction_type="sample", image_goal=True)(_batch(4, mask=False))
+    assert zero.shape == (4, 1, IMG, IMG) and not zero.any()
+    with pytest.raises(ConfigError, match="loss_space 'image'"):
+        _prep(tasks, "any", image_goal=True)

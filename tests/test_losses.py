@@ -118,3 +118,24 @@ def test_latent_mask_max_pools():
     torch.testing.assert_close(lm, expected)
     # bool masks work too
     torch.testing.assert_close(latent_mask(mask.bool(), (4, 4)), expected)
+
+
+def test_decoded_loss_scores_the_decoded_latent_and_trains_only_the_prediction(parser):
+    """DecodedLoss: the heatmap loss of decode(pred / scale) against the target image; the gradient reaches the
+    prediction but not the frozen decoder, whose weights are not part of the loss's state."""
+    from bundle.losses import DecodedLoss, HeatmapDiffusionLoss
+
+    torch.manual_seed(0)
+    ae = parser(profile="tiny").get_parsed_content("autoencoder").cpu()
+    base = HeatmapDiffusionLoss(lambda_myo=1.0, lambda_hard=0.0)
+    loss = DecodedLoss(ae, 0.5, base)
+    pred = torch.randn(2, 4, 16, 16, requires_grad=True)
+    img, mask = torch.rand(2, 1, 64, 64), (torch.rand(2, 1, 64, 64) > 0.8).float()
+    value = loss(pred, (img, mask))
+    with torch.no_grad():
+        want = base(ae.decode_stage_2_outputs(pred / 0.5), img, mask)
+    torch.testing.assert_close(value, want)
+    value.backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    assert all(p.grad is None for p in ae.parameters())
+    assert list(loss.state_dict()) == []

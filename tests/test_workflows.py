@@ -462,15 +462,20 @@ def test_bridge_recipe_trains_on_the_guide_start_and_samples(autoencoder_dir, gu
     models.mkdir()
     shutil.copy2(autoencoder_dir / "autoencoder_tiny.pt", models / "autoencoder_tiny.pt")
     shutil.copy2(guide_file, models / "guide_tiny_any.pt")
-    train = ["--max_epochs", 1, "--val_interval", 1, "--models_dir", models, "--output_dir", tmp_path,
-             "--dataset_dir", phantom_dir, "--task", "any", "--batch_size", 4, "--ema_decay", 0,
-             "--train_start", "guide"]
-    bad = run_bundle(["train_diffusion"], *train, check=False)
+    train = ["--max_epochs", 1, "--val_interval", 1, "--models_dir", models, "--dataset_dir", phantom_dir,
+             "--task", "any", "--batch_size", 4, "--ema_decay", 0, "--train_start", "guide"]
+    bad = run_bundle(["train_diffusion"], *train, "--output_dir", tmp_path, check=False)
     assert bad.returncode != 0 and "prediction_type 'sample'" in bad.stderr and "Traceback" not in bad.stderr[-400:]
-    run_bundle(["train_diffusion"], *train, "--prediction_type", "sample")
+    run_bundle(["train_diffusion"], *train, "--output_dir", tmp_path, "--prediction_type", "sample")
     w = torch.load(models / "diffusion_tiny_any.pt", map_location="cpu", weights_only=True)
     assert w["arch"]["prediction_type"] == "sample"
     out = tmp_path / "synth"
     run_bundle(["inference"], "--task", "lge", "--num_inference_steps", 4, "--dataset_dir", phantom_dir,
                "--models_dir", models, "--split", "validation", "--prediction_type", "sample", "--output_dir", out)
     _check_synthesis(out / "myops_test_203_DE_synth.nii.gz", _case_files(phantom_dir, "myops_test_203")["DE"])
+    # loss_space image: the same run with the loss on the decoded prediction trains other weights
+    img = tmp_path / "img"
+    run_bundle(["train_diffusion"], *train, "--prediction_type", "sample", "--loss_space", "image",
+               "--output_dir", img, "--export_dir", img)
+    w2 = torch.load(img / "diffusion_tiny_any.pt", map_location="cpu", weights_only=True)
+    assert any(not torch.equal(w["state_dict"][k], w2["state_dict"][k]) for k in w["state_dict"])
