@@ -98,3 +98,18 @@ def test_myops_only_baselines_are_competitors_from_their_own_folder(tmp_path):
     line = next(ln for ln in paired_table(results, {m: m for m in results}, tmp_path).splitlines()
                 if ln.startswith("| lge | PSNR"))
     assert "| linear_myops |" in line and "+0.62" in line
+
+
+def test_a_list_of_guide_files_is_an_ensemble_guide(tmp_path):
+    """--set guide_weights=[a, b] (an ensemble guide): every file counts for the CMRDiff rows' freshness and the guide
+    row is evaluated with all of them; one path stays one file."""
+    from types import SimpleNamespace
+
+    from scripts.results import listed, weights_of
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    args = SimpleNamespace(baselines_dir=tmp_path, myops_only_dir=tmp_path, profile="cpu",
+                           set=[f"models_dir={tmp_path}", f"guide_weights=['{a}', '{b}']"])
+    assert weights_of("guide", args) == [a, b]
+    assert weights_of("cmrdiff", args) == [tmp_path / "diffusion_cpu_any.pt", a, b]
+    assert listed(str(a)) == [str(a)] and listed(f" ['{a}']") == [str(a)]
