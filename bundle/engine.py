@@ -131,21 +131,20 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
             goal = self.scheduler.get_velocity(target, noise, timesteps) if self.scheduler is not None else noise
         infer = {"noise": noise, "timesteps": timesteps, "cond": cond.to(**to),
                  "images": batchdata["image"].float().to(**to), "keep": keep.to(**to), "class_labels": tgt.to(**to)}
-        infer = self._start(batchdata, infer, tgt, to)
+        if self.start_key:
+            infer["start"] = self._start(batchdata, tgt).to(**to)
         if self.image_goal:  # the target image and its myocardium on the image grid
             image = batchdata["image"].float()[torch.arange(b), tgt][:, None]
             return target, (image.to(**to), image_mask.to(**to)), (), infer
         return target, (goal, mask.to(**to)), (), infer
 
-    def _start(self, batchdata: Mapping, infer: dict, tgt: torch.Tensor, to: dict) -> dict:
-        """``infer`` plus, for the bridge recipe, ``start``: the guide latent of each sample's target slot."""
-        if self.start_key:
-            if self.start_key not in batchdata:
-                raise ConfigError(f"the bridge recipe needs {self.start_key!r} in every slice (the guide's latents)")
-            start = batchdata[self.start_key].float()
-            start = start.view(start.shape[0], 3, self.lc, *start.shape[2:])
-            infer["start"] = start[torch.arange(len(tgt)), tgt].to(**to)
-        return infer
+    def _start(self, batchdata: Mapping, tgt: torch.Tensor) -> torch.Tensor:
+        """The bridge recipe's start (B, lc, h, w): the guide latent (``start_key``) of each sample's target slot."""
+        if self.start_key not in batchdata:
+            raise ConfigError(f"the bridge recipe needs {self.start_key!r} in every slice (the guide's latents)")
+        start = batchdata[self.start_key].float()
+        start = start.view(start.shape[0], 3, self.lc, *start.shape[2:])
+        return start[torch.arange(len(tgt)), tgt]
 
 
 class CMRDiffTrainInferer(DiffusionInferer):

@@ -159,18 +159,12 @@ class MeanOfNetworks(nn.Module):
         return torch.stack([m(x) for m in self.members]).mean(0)
 
 
-def weight_paths(path) -> list[str]:
-    """``path``: one weights file or a list of them (an ensemble) -> the list (at least one entry)."""
-    paths = [str(p) for p in path] if isinstance(path, (list, tuple)) else [str(path)]
-    if not paths:
-        raise WeightsError("an ensemble needs at least one weights file, got an empty list")
-    return paths
-
-
 def load_ensemble(network: nn.Module, path, arch: Mapping | None = None) -> nn.Module:
     """``path`` (one weights file) loaded into ``network``; a list of files gives a :class:`MeanOfNetworks` of
     copies of ``network``, one per file. Each file is checked against ``arch``; eval mode."""
-    paths = weight_paths(path)
+    paths = [str(p) for p in path] if isinstance(path, (list, tuple)) else [str(path)]
+    if not paths:
+        raise WeightsError("an ensemble needs at least one weights file, got an empty list")
     members = [network] + [copy.deepcopy(network) for _ in paths[1:]]
     for p, m in zip(paths, members):
         load_weights(p, m, dict(arch or {}))
