@@ -120,9 +120,8 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         cond = (lat * keep.view(b, 3, 1, 1, 1)).view(b, 3 * self.lc, h, w)
         noise = torch.randn(target.shape, generator=g)
         timesteps = torch.randint(0, self.max_timestep, (b,), generator=g).long()
-        mask = batchdata.get("mask")
-        image_mask = mask.float() if mask is not None else torch.zeros_like(batchdata["image"][:, :1]).float()
-        mask = latent_mask(mask, (h, w)) if mask is not None else torch.zeros(b, 1, h, w)
+        image_mask = batchdata.get("mask")
+        mask = latent_mask(image_mask, (h, w)) if image_mask is not None else torch.zeros(b, 1, h, w)
         to = dict(device=device, non_blocking=non_blocking)
         target, noise, timesteps = target.to(**to), noise.to(**to), timesteps.to(**to)
         if self.sample_target:
@@ -135,6 +134,7 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
             infer["start"] = self._start(batchdata, tgt).to(**to)
         if self.image_goal:  # the target image and its myocardium on the image grid
             image = batchdata["image"].float()[torch.arange(b), tgt][:, None]
+            image_mask = torch.zeros_like(image) if image_mask is None else image_mask.float()
             return target, (image.to(**to), image_mask.to(**to)), (), infer
         return target, (goal, mask.to(**to)), (), infer
 
@@ -162,6 +162,23 @@ class CMRDiffTrainInferer(DiffusionInferer):
 
 
 @torch.no_grad()
+def add_latents(autoencoder: nn.Module, items: Sequence[dict], scale_factor: float, device: torch.device | str = "cpu",
+                batch_size: int = 32, key: str = "latent",
+                images: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[dict]:
+    """``{**item, key: (3·lc, h, w)}`` for every item: ``mu × scale_factor`` of each of the three images of
+    ``images(x)`` (default: the item's ``image`` x (b, 3, H, W) itself), ``batch_size`` items at a time."""
+    out = []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i : i + batch_size]
+        x = torch.stack([torch.as_tensor(s["image"]) for s in chunk]).float().to(device)
+        x = x if images is None else images(x)  # (b, 3, H, W)
+        b = x.shape[0]
+        mu = autoencoder.encode(x.reshape(b * 3, 1, *x.shape[2:]))[0] * scale_factor  # (3b, lc, h, w)
+        out.extend({**s, key: m} for s, m in zip(chunk, mu.reshape(b, -1, *mu.shape[2:]).cpu()))
+    return out
+
+
+@torch.no_grad()
 def encode_slices(autoencoder: nn.Module, slices: Sequence[dict], scale_factor: float,
                   device: torch.device | str = "cpu", batch_size: int = 32, views: int = 1,
                   augment: Callable[[dict], dict] | None = None, seed: int = 0) -> list[dict]:
@@ -176,15 +193,8 @@ def encode_slices(autoencoder: nn.Module, slices: Sequence[dict], scale_factor: 
         raise ValueError("encode_slices: views > 1 needs an image-space augment transform")
     autoencoder.eval()
 
-    def with_latents(items: Sequence[dict]) -> list[dict]:  # {**item, latent}, encoded batch_size at a time
-        out = []
-        for i in range(0, len(items), batch_size):
-            chunk = items[i : i + batch_size]
-            x = torch.stack([torch.as_tensor(s["image"]) for s in chunk]).float().to(device)  # (b, 3, H, W)
-            b = x.shape[0]
-            mu = autoencoder.encode(x.reshape(b * 3, 1, *x.shape[2:]))[0] * scale_factor  # (3b, lc, h, w)
-            out.extend({**s, "latent": m} for s, m in zip(chunk, mu.reshape(b, -1, *mu.shape[2:]).cpu()))
-        return out
+    def with_latents(items: Sequence[dict]) -> list[dict]:
+        return add_latents(autoencoder, items, scale_factor, device, batch_size)
 
     out = with_latents(slices)
     if views > 1:

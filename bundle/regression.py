@@ -16,7 +16,7 @@ from monai.inferers import Inferer
 from torch import nn
 
 from bundle.data import map_fov_slices
-from bundle.engine import batch_generator, task_slots
+from bundle.engine import add_latents, batch_generator, task_slots
 from bundle.errors import ConfigError
 from bundle.tta import check_views, view_mean
 from bundle.weights import WeightsError, load_weights
@@ -172,27 +172,25 @@ def load_ensemble(network: nn.Module, path, arch: Mapping | None = None) -> nn.M
 
 
 @torch.no_grad()
-def add_guide_latents(guide: nn.Module, autoencoder: nn.Module, slices: list[dict], scale_factor: float,
+def add_guide_latents(guide: nn.Module | None, autoencoder: nn.Module, slices: list[dict], scale_factor: float,
                       device: torch.device | str = "cpu", batch_size: int = 32) -> list[dict]:
     """The bridge recipe's starts: every slice dict (``image`` (3, H, W)) gets ``guide_latent`` (3·lc, h, w), the
     VAE latent (× ``scale_factor``) of ``guide``'s prediction of each of the three sequences from the other two
-    (clamped to [0, 1], the sampler's ``guide: regression`` start)."""
+    (clamped to [0, 1], the sampler's ``guide: regression`` start). ``guide`` None: the slices as they are."""
+    if guide is None:
+        return slices
     if any("views" in s for s in slices):
         raise ConfigError("the bridge recipe (train_start guide) needs latent_views 1: the guide's latents are not "
                           "computed for the augmented views")
     guide.eval()
     autoencoder.eval()
-    out = []
-    for i in range(0, len(slices), batch_size):
-        chunk = slices[i : i + batch_size]
-        x = torch.stack([torch.as_tensor(s["image"]).as_subclass(torch.Tensor) for s in chunk]).float().to(device)
-        b = x.shape[0]
-        preds = [guide(translation_inputs(x, torch.full((b,), t, dtype=torch.long, device=device))).clamp(0, 1)
-                 for t in range(3)]  # 3 × (b, 1, H, W)
-        pred = torch.cat(preds, 1).reshape(b * 3, 1, *x.shape[2:])
-        mu = autoencoder.encode(pred)[0] * scale_factor  # (3b, lc, h, w)
-        out.extend({**s, "guide_latent": m} for s, m in zip(chunk, mu.reshape(b, -1, *mu.shape[2:]).cpu()))
-    return out
+
+    def predictions(x: torch.Tensor) -> torch.Tensor:  # (b, 3, H, W) -> the guide's three predictions (b, 3, H, W)
+        x = x.as_subclass(torch.Tensor)
+        return torch.cat([guide(translation_inputs(x, torch.full((x.shape[0],), t, dtype=torch.long,
+                                                                 device=x.device))).clamp(0, 1) for t in range(3)], 1)
+
+    return add_latents(autoencoder, slices, scale_factor, device, batch_size, key="guide_latent", images=predictions)
 
 
 def load_guide(network: nn.Module, path, profile: str, features) -> nn.Module:
