@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from monai.engines import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
+from monai.networks.schedulers import RFlowScheduler
 from torch import nn
 
 from bundle.data import SEQUENCES
@@ -69,7 +70,10 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
 
     Returns ``(target_latent, (target, mask_latent), (), kwargs)`` with kwargs for
     :class:`CMRDiffTrainInferer`: ``noise``, ``timesteps``, ``cond`` (B, 3·lc, h, w), ``images``, ``keep`` (B, 3),
-    ``class_labels`` (B,). ``target`` is the noise (epsilon) or, with a v-prediction ``scheduler``, the velocity.
+    ``class_labels`` (B,). ``target`` is the noise (epsilon) or, with a v-prediction ``scheduler``, the velocity;
+    with an ``RFlowScheduler`` (``prediction_type`` ``flow``) the rectified-flow velocity ``x0 − noise``. The
+    timesteps are uniform integers in [0, ``max_timestep``) for every scheduler (MONAI's RFlow ``uniform``
+    discrete draw, made with the batch's generator).
     ``seed`` makes noise, timesteps and dropout a function of the batch's slices (reproducible validation loss).
     ``joint_dropout`` drops the two conditions only together (the plain-LDM baseline's single-scale CFG).
     ``max_timestep`` < ``num_train_timesteps`` trains only the noise levels t < max_timestep, the ones a sampler
@@ -89,6 +93,9 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
                  start_key: str | None = None, image_goal: bool = False) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
         self.sample_target = prediction_type == "sample"
+        if (prediction_type == "flow") != isinstance(scheduler, RFlowScheduler):
+            raise ConfigError(f"prediction_type 'flow' and an RFlowScheduler go together (prediction_type "
+                              f"{prediction_type!r}, scheduler {type(scheduler).__name__})")
         self.start_key, self.image_goal = start_key or None, flag(image_goal, "image_goal")
         if self.image_goal and not self.sample_target:
             raise ConfigError(f"loss_space 'image' needs prediction_type 'sample', got {prediction_type!r}")
@@ -126,6 +133,8 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         target, noise, timesteps = target.to(**to), noise.to(**to), timesteps.to(**to)
         if self.sample_target:
             goal = target
+        elif isinstance(self.scheduler, RFlowScheduler):
+            goal = target - noise
         else:
             goal = self.scheduler.get_velocity(target, noise, timesteps) if self.scheduler is not None else noise
         infer = {"noise": noise, "timesteps": timesteps, "cond": cond.to(**to),

@@ -31,7 +31,7 @@ def data_formats(config: str | Path = ROOT / "configs" / "common.yaml", profile:
     lc, size = spec["autoencoder"]["latent_channels"], spec["image_size"]
     latent = [size // 2 ** (len(spec["autoencoder"]["channels"]) - 1)] * 2
     target = {"epsilon": "predicted noise (epsilon)", "v_prediction": "predicted velocity (v)",
-              "sample": "predicted clean latent"}[p["prediction_type"]]
+              "sample": "predicted clean latent", "flow": "predicted rectified-flow velocity (x0 - noise)"}[p["prediction_type"]]
     ranges = [f"{i * lc}-{(i + 1) * lc - 1}" for i in range(4)]
     image_def = {
         ranges[0]: "noisy target latent",

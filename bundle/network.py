@@ -14,7 +14,7 @@ class CMRDiffNet(nn.Module):
     - timesteps (B,) long; class_labels (B,) long: index of the target sequence (0 C0, 1 DE, 2 T2).
     - context (B, 3·T, D) precomputed tokens, or ``images`` (B, 3, H, W) with ``keep`` (B, 3) bool to encode
       them here (training); neither = the all-null context.
-    Returns the prediction (B, lc, h, w) (noise or velocity, per the scheduler's prediction type).
+    Returns the prediction (B, lc, h, w) (noise, velocity or clean latent, per ``prediction_type``).
     """
 
     def __init__(self, unet: nn.Module, encoder: nn.Module | None = None) -> None:

@@ -181,6 +181,30 @@ def test_prepare_batch_v_prediction(tasks):
     assert not torch.allclose(goal, kw["noise"])
 
 
+def test_prepare_batch_rectified_flow(tasks):
+    """prediction_type flow: the goal is the rectified-flow velocity x0 − noise, the timesteps are uniform integers
+    in [0, max_timestep) like the DDPM draw (same generator: same timesteps and noise), and the flow type without an
+    RFlowScheduler (or the scheduler with another type) is refused."""
+    from monai.networks.schedulers import RFlowScheduler
+
+    sched = RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=True, sample_method="uniform")
+    batch = _batch(6, seed=4)
+    target, (goal, _), _, kw = _prep(tasks, "t2", scheduler=sched, prediction_type="flow", seed=0)(batch)
+    torch.testing.assert_close(goal, target - kw["noise"])
+    _, (eps_goal, _), _, kw_eps = _prep(tasks, "t2", seed=0)(batch)
+    assert torch.equal(kw["timesteps"], kw_eps["timesteps"]) and torch.equal(eps_goal, kw["noise"])
+    assert kw["timesteps"].dtype == torch.long and int(kw["timesteps"].max()) < 1000
+    # the training inferer noises on the flow's straight line z_t = (1 − t/T)·x0 + (t/T)·noise
+    spy = _Spy()
+    CMRDiffTrainInferer(sched)(target, spy, **kw)
+    s = (kw["timesteps"].float() / 1000).view(-1, 1, 1, 1)
+    torch.testing.assert_close(spy.calls[0][0][:, :LC], (1 - s) * target + s * kw["noise"])
+    with pytest.raises(ConfigError, match="flow"):
+        _prep(tasks, "t2", prediction_type="flow")
+    with pytest.raises(ConfigError, match="flow"):
+        _prep(tasks, "t2", scheduler=sched, prediction_type="epsilon")
+
+
 def test_prepare_batch_drop_prob_range(tasks):
     with pytest.raises(ValueError, match="drop_prob"):
         _prep(tasks, drop_prob=0.4)
