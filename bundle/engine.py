@@ -83,8 +83,9 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
     as a latent): the bridge recipe, where the network sees that latent noised, not the target's, and learns to map
     it to the target (kwarg ``start`` for :class:`CMRDiffTrainInferer`); it needs ``prediction_type`` ``sample``
     (an epsilon or velocity target diverges as t -> 0 when the noised latent is not the target's).
-    ``image_goal`` (``loss_space: image``, x0-prediction only): the goal is the pair (target image (B, 1, H, W),
-    myocardium mask (B, 1, H, W)) for :class:`bundle.losses.DecodedLoss`, instead of latents.
+    ``image_goal`` (``loss_space: image``): the goal is the pair (target image (B, 1, H, W), myocardium mask
+    (B, 1, H, W)) for :class:`bundle.losses.DecodedLoss`, instead of latents (the inferer then returns the model's
+    clean-latent estimate, :class:`CMRDiffTrainInferer` ``x0_output``).
     """
 
     def __init__(self, num_train_timesteps: int, task: str, tasks: Mapping[str, Mapping], latent_channels: int,
@@ -97,8 +98,6 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
             raise ConfigError(f"prediction_type 'flow' and an RFlowScheduler go together (prediction_type "
                               f"{prediction_type!r}, scheduler {type(scheduler).__name__})")
         self.start_key, self.image_goal = start_key or None, flag(image_goal, "image_goal")
-        if self.image_goal and not self.sample_target:
-            raise ConfigError(f"loss_space 'image' needs prediction_type 'sample', got {prediction_type!r}")
         if self.start_key and not self.sample_target:
             raise ConfigError(f"train_start 'guide' (the bridge recipe) needs prediction_type 'sample', got {prediction_type!r}")
         self.max_timestep = num_train_timesteps if max_timestep is None else int(max_timestep)
@@ -159,15 +158,34 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
 class CMRDiffTrainInferer(DiffusionInferer):
     """``__call__(inputs, network, noise, timesteps, cond, images, keep, class_labels[, start])``: noises the target
     latent ``inputs`` (B, lc, h, w), or ``start`` (B, lc, h, w) when given (the bridge recipe), to ``timesteps`` and
-    returns the network's prediction (B, lc, h, w)."""
+    returns the network's prediction (B, lc, h, w). ``x0_output`` (``loss_space: image``): returns instead the
+    clean-latent estimate x̂0 that prediction implies under the scheduler (epsilon: (z_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t;
+    v: √ᾱ_t·z_t − √(1−ᾱ_t)·v̂; sample: the prediction; rectified flow: z_t + v̂·t/T)."""
+
+    def __init__(self, scheduler: nn.Module, x0_output: bool = False) -> None:
+        super().__init__(scheduler)
+        self.x0_output = flag(x0_output, "x0_output")
+
+    def x0(self, pred: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The clean-latent estimate (B, lc, h, w) of the prediction ``pred`` made at ``noisy`` (B, lc, h, w), t."""
+        if isinstance(self.scheduler, RFlowScheduler):
+            return noisy + pred * (timesteps.float() / self.scheduler.num_train_timesteps).view(-1, 1, 1, 1)
+        kind = self.scheduler.prediction_type
+        if kind == "sample":
+            return pred
+        ab = self.scheduler.alphas_cumprod.to(pred.device)[timesteps].view(-1, 1, 1, 1)
+        if kind == "v_prediction":
+            return ab.sqrt() * noisy - (1 - ab).sqrt() * pred
+        return (noisy - (1 - ab).sqrt() * pred) / ab.sqrt()
 
     def __call__(self, inputs: torch.Tensor, diffusion_model: nn.Module, noise: torch.Tensor,  # type: ignore[override]
                  timesteps: torch.Tensor, cond: torch.Tensor, images: torch.Tensor, keep: torch.Tensor,
                  class_labels: torch.Tensor, start: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         clean = inputs if start is None else start
         noisy = self.scheduler.add_noise(original_samples=clean, noise=noise, timesteps=timesteps)
-        return diffusion_model(torch.cat([noisy, cond], 1), timesteps, class_labels=class_labels, images=images,
+        pred = diffusion_model(torch.cat([noisy, cond], 1), timesteps, class_labels=class_labels, images=images,
                                keep=keep)
+        return self.x0(pred, noisy, timesteps) if self.x0_output else pred
 
 
 @torch.no_grad()

@@ -410,8 +410,8 @@ def test_add_guide_latents_encode_the_guides_prediction_of_each_sequence(parser)
 
 
 def test_image_goal_gives_the_target_image_and_its_myocardium(tasks):
-    """loss_space image: the goal is (target image (B, 1, H, W), image-grid mask) of each sample's target slot; it
-    needs x0-prediction."""
+    """loss_space image: the goal is (target image (B, 1, H, W), image-grid mask) of each sample's target slot, for
+    any prediction type (the inferer turns the prediction into its clean-latent estimate)."""
     batch = _batch(8, seed=3)
     target, (img, mask), _, kw = _prep(tasks, "any", prediction_type="sample", image_goal=True, seed=0)(batch)
     slots = kw["class_labels"]
@@ -419,5 +419,34 @@ def test_image_goal_gives_the_target_image_and_its_myocardium(tasks):
     torch.testing.assert_close(mask, batch["mask"])
     _, (_, zero), _, _ = _prep(tasks, "any", prediction_type="sample", image_goal=True)(_batch(4, mask=False))
     assert zero.shape == (4, 1, IMG, IMG) and not zero.any()
-    with pytest.raises(ConfigError, match="loss_space 'image'"):
-        _prep(tasks, "any", image_goal=True)
+    _, (img_eps, _), _, _ = _prep(tasks, "any", image_goal=True, seed=0)(batch)  # epsilon: the same goal
+    torch.testing.assert_close(img_eps, img)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample", "flow"])
+def test_train_inferer_x0_output_inverts_the_noising(kind):
+    """x0_output (loss_space image): a network that returns the exact noise / velocity / clean latent / flow velocity
+    of its noised input gives back the clean latent, for every prediction type; without x0_output the raw
+    prediction comes back."""
+    from monai.networks.schedulers import RFlowScheduler
+
+    if kind == "flow":
+        sched = RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=True, sample_method="uniform")
+    else:
+        sched = DDPMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015,
+                              beta_end=0.0195, prediction_type=kind)
+    g = torch.Generator().manual_seed(21)
+    x0, noise = torch.randn(3, LC, H, W, generator=g), torch.randn(3, LC, H, W, generator=g)
+    t = torch.tensor([0, 150, 600])
+    exact = {"epsilon": noise, "sample": x0, "flow": x0 - noise}.get(kind)
+    if kind == "v_prediction":
+        exact = sched.get_velocity(x0, noise, t)
+
+    class Oracle(nn.Module):
+        def forward(self, x, timesteps, **kwargs):
+            return exact
+
+    kw = dict(noise=noise, timesteps=t, cond=torch.zeros(3, 3 * LC, H, W), images=None, keep=None,
+              class_labels=torch.zeros(3, dtype=torch.long))
+    torch.testing.assert_close(CMRDiffTrainInferer(sched, x0_output=True)(x0, Oracle(), **kw), x0, atol=1e-4, rtol=1e-4)
+    assert torch.equal(CMRDiffTrainInferer(sched)(x0, Oracle(), **kw), exact)

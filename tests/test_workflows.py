@@ -493,6 +493,13 @@ def test_rectified_flow_trains_and_samples(autoencoder_dir, guide_file, phantom_
                "--prediction_type", "flow")
     w = torch.load(models / "diffusion_tiny_any.pt", map_location="cpu", weights_only=True)
     assert w["arch"]["prediction_type"] == "flow"
+    # loss_space image with the flow's velocity (its x̂0 decoded) trains other weights
+    img = tmp_path / "img"
+    run_bundle(["train_diffusion"], "--max_epochs", 1, "--val_interval", 1, "--models_dir", models, "--dataset_dir",
+               phantom_dir, "--task", "any", "--batch_size", 4, "--ema_decay", 0, "--output_dir", img,
+               "--export_dir", img, "--prediction_type", "flow", "--loss_space", "image")
+    w2 = torch.load(img / "diffusion_tiny_any.pt", map_location="cpu", weights_only=True)
+    assert any(not torch.equal(w["state_dict"][k], w2["state_dict"][k]) for k in w["state_dict"])
     infer = ["--task", "lge", "--num_inference_steps", 4, "--dataset_dir", phantom_dir, "--models_dir", models,
              "--split", "validation"]
     run_bundle(["inference"], *infer, "--prediction_type", "flow", "--output_dir", tmp_path / "synth")
