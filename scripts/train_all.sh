@@ -27,16 +27,21 @@ if [ -z "${GUIDE_ARGS+x}" ]; then
   fi
 fi
 read -r -a GUIDE <<< "$GUIDE_ARGS"
+# The shipped VAE and diffusion models were trained before v0.5.0 resampled the inputs to 0.729 mm: they saw the
+# 256-voxel crop of the stored grid, window clipped at 0 (docs/results.md, "Shipped weights"). NATIVE_ARGS="" trains
+# them on today's resampled inputs instead (not the shipped recipe). The guide (v0.9.0) was trained on resampled inputs.
+NATIVE_ARGS=${NATIVE_ARGS---target_spacing native --signed_fraction none}
+read -r -a NATIVE <<< "$NATIVE_ARGS"
 EXTRA=("$@")
 run() { $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/$1.yaml']" --dataset_dir "$DATASET_DIR" \
           --output_dir "$OUT" --models_dir "$MODELS" --export_dir "$MODELS" --profile "$PROFILE" "${@:2}" ${EXTRA[@]+"${EXTRA[@]}"}; }
 start=$(date +%s)
-run train_autoencoder --time_limit_s "$AE_LIMIT" > "$OUT/train_autoencoder.log" 2>&1
+run train_autoencoder --time_limit_s "$AE_LIMIT" ${NATIVE[@]+"${NATIVE[@]}"} > "$OUT/train_autoencoder.log" 2>&1
 echo "autoencoder done in $(( $(date +%s) - start )) s"; grep -E "saved|best value" "$OUT/train_autoencoder.log" | tail -2
 start=$(date +%s)
 pids=()
 for task in lge t2 bssfp any; do
-  run train_diffusion --task "$task" --time_limit_s "$DM_LIMIT" > "$OUT/train_diffusion_$task.log" 2>&1 & pids+=($!)
+  run train_diffusion --task "$task" --time_limit_s "$DM_LIMIT" ${NATIVE[@]+"${NATIVE[@]}"} > "$OUT/train_diffusion_$task.log" 2>&1 & pids+=($!)
 done
 # the guide regressor of the `guide: regression` start (configs/train_guide.yaml)
 $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/baselines/image.yaml','configs/baselines/unet_l1.yaml','configs/train_guide.yaml']" \
@@ -45,7 +50,7 @@ $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/baselines
 # ablation: the `any` model without the heatmap loss (configs/baselines/no_heatmap.yaml), written to output/baselines/
 $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/train_diffusion.yaml','configs/baselines/latent.yaml','configs/baselines/no_heatmap.yaml']" \
     --dataset_dir "$DATASET_DIR" --output_dir "$OUT" --models_dir "$MODELS" --profile "$PROFILE" --task any --time_limit_s "$DM_LIMIT" \
-    ${EXTRA[@]+"${EXTRA[@]}"} > "$OUT/train_diffusion_any_noheatmap.log" 2>&1 & pids+=($!)
+    ${NATIVE[@]+"${NATIVE[@]}"} ${EXTRA[@]+"${EXTRA[@]}"} > "$OUT/train_diffusion_any_noheatmap.log" 2>&1 & pids+=($!)
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 echo "diffusion done in $(( $(date +%s) - start )) s (status $status)"

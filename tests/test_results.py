@@ -113,3 +113,13 @@ def test_a_list_of_guide_files_is_an_ensemble_guide(tmp_path):
     assert weights_of("guide", args) == [a, b]
     assert weights_of("cmrdiff", args) == [tmp_path / "diffusion_cpu_any.pt", a, b]
     assert listed(str(a)) == [str(a)] and listed(f" ['{a}']") == [str(a)]
+
+
+def test_labels_name_the_prediction_type_only_when_it_is_not_the_default():
+    """A row scored with --prediction_type flow says so in its label; the default rows' labels do not change."""
+    from scripts.results import label
+
+    plain = label("cmrdiff", [])
+    assert "prediction_type" not in plain and "guide regression" in plain
+    flow = label("cmrdiff", ["--prediction_type", "flow"])
+    assert flow == plain + ", prediction_type flow"
