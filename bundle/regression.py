@@ -9,7 +9,8 @@ CMRDiff model. Slices come from ``bundle.data.build_slices``: ``image`` (B, 3, H
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 from monai.inferers import Inferer
@@ -171,17 +172,50 @@ def load_ensemble(network: nn.Module, path, arch: Mapping | None = None) -> nn.M
     return (members[0] if len(members) == 1 else MeanOfNetworks(members)).eval()
 
 
+def case_number(case: str) -> int:
+    """The id a case name ends with: ``myops_training_101`` -> 101, ``myopspp_4006`` -> 4006."""
+    m = re.search(r"(\d+)$", str(case))
+    if m is None:
+        raise ConfigError(f"case {case!r} has no numeric id at the end of its name")
+    return int(m.group(1))
+
+
 @torch.no_grad()
 def add_guide_latents(guide: nn.Module | None, autoencoder: nn.Module, slices: list[dict], scale_factor: float,
-                      device: torch.device | str = "cpu", batch_size: int = 32) -> list[dict]:
+                      device: torch.device | str = "cpu", batch_size: int = 32,
+                      folds: Sequence[tuple[Sequence[int], nn.Module]] = ()) -> list[dict]:
     """The bridge recipe's starts: every slice dict (``image`` (3, H, W)) gets ``guide_latent`` (3·lc, h, w), the
     VAE latent (× ``scale_factor``) of ``guide``'s prediction of each of the three sequences from the other two
-    (clamped to [0, 1], the sampler's ``guide: regression`` start). ``guide`` None: the slices as they are."""
+    (clamped to [0, 1], the sampler's ``guide: regression`` start). ``guide`` None: the slices as they are.
+
+    ``folds`` (out-of-fold starts): pairs ``(case ids, guide trained without them)``; each slice then gets the
+    prediction of the fold that holds its ``case`` (every case in exactly one fold), not ``guide``'s."""
     if guide is None:
         return slices
     if any("views" in s for s in slices):
         raise ConfigError("the bridge recipe (train_start guide) needs latent_views 1: the guide's latents are not "
                           "computed for the augmented views")
+    if folds:
+        owner = {}
+        for k, (ids, _) in enumerate(folds):
+            for i in ids:
+                if int(i) in owner:
+                    raise ConfigError(f"train_guide_folds: case id {int(i)} is in folds {owner[int(i)]} and {k}")
+                owner[int(i)] = k
+        groups: list[list[int]] = [[] for _ in folds]
+        for n, s in enumerate(slices):
+            k = owner.get(case_number(s["case"]))
+            if k is None:
+                raise ConfigError(f"train_guide_folds: no fold holds case {s['case']!r} (each training case needs "
+                                  "the guide trained without it)")
+            groups[k].append(n)
+        out: list[dict | None] = [None] * len(slices)
+        for (_, fold_guide), idx in zip(folds, groups):
+            done = add_guide_latents(fold_guide, autoencoder, [slices[n] for n in idx], scale_factor, device,
+                                     batch_size)
+            for n, d in zip(idx, done):
+                out[n] = d
+        return out
     guide.eval()
     autoencoder.eval()
 
@@ -191,6 +225,19 @@ def add_guide_latents(guide: nn.Module | None, autoencoder: nn.Module, slices: l
                                                                  device=x.device))).clamp(0, 1) for t in range(3)], 1)
 
     return add_latents(autoencoder, slices, scale_factor, device, batch_size, key="guide_latent", images=predictions)
+
+
+def load_fold_guides(network: nn.Module, folds: Sequence[Mapping], profile: str,
+                     features) -> list[tuple[list[int], nn.Module]]:
+    """``train_guide_folds`` (a list of ``{case_ids: [...], weights: <guide file or list>}``) -> pairs (case ids,
+    that fold's guide: a copy of ``network`` with its weights, eval mode), for :func:`add_guide_latents`."""
+    out = []
+    for k, fold in enumerate(folds):
+        if not isinstance(fold, Mapping) or set(fold) != {"case_ids", "weights"}:
+            raise ConfigError(f"train_guide_folds[{k}] must be {{case_ids: [...], weights: <file>}}, got {fold!r}")
+        out.append(([int(i) for i in fold["case_ids"]],
+                    load_guide(copy.deepcopy(network), fold["weights"], profile, features)))
+    return out
 
 
 def load_guide(network: nn.Module, path, profile: str, features) -> nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -407,6 +408,38 @@ def test_add_guide_latents_encode_the_guides_prediction_of_each_sequence(parser)
                 torch.testing.assert_close(o["guide_latent"][k * LC : (k + 1) * LC], mu, atol=1e-5, rtol=1e-4)
     with pytest.raises(ConfigError, match="latent_views 1"):
         add_guide_latents(guide, ae, [{**slices[0], "views": []}], 0.7)
+
+
+def test_add_guide_latents_out_of_fold_uses_the_guide_of_each_cases_fold(parser):
+    """train_guide_folds: a slice's start is the prediction of the guide whose fold holds its case (not the full
+    guide's); a case in no fold or in two folds is a ConfigError naming it."""
+    from bundle.regression import add_guide_latents, load_fold_guides
+
+    torch.manual_seed(0)
+    p = parser(profile="tiny")
+    ae, full = p.get_parsed_content("autoencoder").cpu().eval(), p.get_parsed_content("generator").cpu().eval()
+    fold_a, fold_b = (copy.deepcopy(full) for _ in range(2))
+    with torch.no_grad():
+        for k, net in enumerate((fold_a, fold_b)):
+            for w in net.parameters():
+                w.add_(0.05 * (k + 1) * torch.randn_like(w))
+    g = torch.Generator().manual_seed(6)
+    slices = [{"image": torch.rand(3, IMG, IMG, generator=g), "case": f"myops_training_{c}", "slice": i}
+              for i, c in enumerate((101, 102, 101, 103))]
+    folds = [([101, 103], fold_a), ([102], fold_b)]
+    out = add_guide_latents(full, ae, slices, 0.7, batch_size=2, folds=folds)
+    owner = {101: fold_a, 102: fold_b, 103: fold_a}
+    for s, o in zip(slices, out):
+        assert o["case"] == s["case"] and o["slice"] == s["slice"]
+        expect = add_guide_latents(owner[int(s["case"][-3:])], ae, [s], 0.7)[0]["guide_latent"]
+        torch.testing.assert_close(o["guide_latent"], expect)
+        assert not torch.allclose(o["guide_latent"], add_guide_latents(full, ae, [s], 0.7)[0]["guide_latent"])
+    with pytest.raises(ConfigError, match="myops_training_103"):
+        add_guide_latents(full, ae, slices, 0.7, folds=[([101], fold_a), ([102], fold_b)])
+    with pytest.raises(ConfigError, match="case id 101"):
+        add_guide_latents(full, ae, slices, 0.7, folds=[([101, 103], fold_a), ([101, 102], fold_b)])
+    with pytest.raises(ConfigError, match=r"train_guide_folds\[0\]"):
+        load_fold_guides(full, [{"case_ids": [101]}], "tiny", None)
 
 
 def test_image_goal_gives_the_target_image_and_its_myocardium(tasks):

@@ -473,6 +473,25 @@ def test_bridge_recipe_trains_on_the_guide_start_and_samples(autoencoder_dir, gu
     run_bundle(["inference"], "--task", "lge", "--num_inference_steps", 4, "--dataset_dir", phantom_dir,
                "--models_dir", models, "--split", "validation", "--prediction_type", "sample", "--output_dir", out)
     _check_synthesis(out / "myops_test_203_DE_synth.nii.gz", _case_files(phantom_dir, "myops_test_203")["DE"])
+    # out-of-fold starts: with --train_guide_folds each training case starts from its fold's guide (here another
+    # guide than the full one), which trains other weights; a training case in no fold stops with its name
+    other = tmp_path / "other_guide.pt"
+    g = torch.load(guide_file, map_location="cpu", weights_only=True)
+    torch.manual_seed(1)
+    g["state_dict"] = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
+                       for k, v in g["state_dict"].items()}
+    torch.save(g, other)
+    oof = tmp_path / "oof"
+    run_bundle(["train_diffusion"], *train, "--prediction_type", "sample", "--output_dir", oof, "--export_dir", oof,
+               "--train_guide_folds", str([{"case_ids": [101, 103], "weights": str(other)},
+                                           {"case_ids": [102], "weights": str(other)}]))
+    w3 = torch.load(oof / "diffusion_tiny_any.pt", map_location="cpu", weights_only=True)
+    assert any(not torch.equal(w["state_dict"][k], w3["state_dict"][k]) for k in w["state_dict"])
+    bad = run_bundle(["train_diffusion"], *train, "--prediction_type", "sample", "--output_dir", oof / "bad",
+                     "--export_dir", oof / "bad", "--train_guide_folds",
+                     str([{"case_ids": [101, 103], "weights": str(other)}]), check=False)
+    assert bad.returncode != 0 and "myops_training_102" in bad.stderr and "Traceback" not in bad.stderr[-400:]
+    assert not (oof / "bad" / "diffusion_tiny_any.pt").exists()
     # loss_space image: the same run with the loss on the decoded prediction trains other weights
     img = tmp_path / "img"
     run_bundle(["train_diffusion"], *train, "--prediction_type", "sample", "--loss_space", "image",
