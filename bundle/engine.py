@@ -86,13 +86,17 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
     ``image_goal`` (``loss_space: image``): the goal is the pair (target image (B, 1, H, W), myocardium mask
     (B, 1, H, W)) for :class:`bundle.losses.DecodedLoss`, instead of latents (the inferer then returns the model's
     clean-latent estimate, :class:`CMRDiffTrainInferer` ``x0_output``).
+    ``loss_weight`` (timesteps (B,) -> weights (B,), e.g. :class:`bundle.losses.MinSNRWeight`): the goal becomes a
+    triple whose third entry weights each sample's loss.
     """
 
     def __init__(self, num_train_timesteps: int, task: str, tasks: Mapping[str, Mapping], latent_channels: int,
                  drop_prob: float = 0.05, scheduler: nn.Module | None = None, seed: int | None = None,
                  joint_dropout: bool = False, max_timestep: int | None = None, prediction_type: str | None = None,
-                 start_key: str | None = None, image_goal: bool = False) -> None:
+                 start_key: str | None = None, image_goal: bool = False,
+                 loss_weight: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
+        self.loss_weight = loss_weight
         self.sample_target = prediction_type == "sample"
         if (prediction_type == "flow") != isinstance(scheduler, RFlowScheduler):
             raise ConfigError(f"prediction_type 'flow' and an RFlowScheduler go together (prediction_type "
@@ -143,8 +147,12 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         if self.image_goal:  # the target image and its myocardium on the image grid
             image = batchdata["image"].float()[torch.arange(b), tgt][:, None]
             image_mask = torch.zeros_like(image) if image_mask is None else image_mask.float()
-            return target, (image.to(**to), image_mask.to(**to)), (), infer
-        return target, (goal, mask.to(**to)), (), infer
+            loss_target = (image.to(**to), image_mask.to(**to))
+        else:
+            loss_target = (goal, mask.to(**to))
+        if self.loss_weight is not None:  # per-sample weights (B,) of the timesteps, e.g. min-SNR-γ
+            loss_target = (*loss_target, self.loss_weight(timesteps))
+        return target, loss_target, (), infer
 
     def _start(self, batchdata: Mapping, tgt: torch.Tensor) -> torch.Tensor:
         """The bridge recipe's start (B, lc, h, w): the guide latent (``start_key``) of each sample's target slot."""

@@ -139,3 +139,67 @@ def test_decoded_loss_scores_the_decoded_latent_and_trains_only_the_prediction(p
     assert pred.grad is not None and pred.grad.abs().sum() > 0
     assert all(p.grad is None for p in ae.parameters())
     assert list(loss.state_dict()) == []
+
+
+def test_sample_weight_scales_each_samples_share():
+    """A (target, mask, sample_weight) triple: sample i's weighted error times w_i; weight 0 removes a sample."""
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
+    mask = (torch.rand(3, 1, 4, 4, generator=g) > 0.5).float()
+    loss = HeatmapDiffusionLoss(1.0, 1.0)
+    w = torch.tensor([2.0, 0.0, 0.5])
+    per = [loss(pred[i : i + 1], target[i : i + 1], mask[i : i + 1]) for i in range(3)]
+    expected = sum(w[i] * per[i] for i in range(3)) / 3
+    torch.testing.assert_close(loss(pred, (target, mask, w)), expected)
+    torch.testing.assert_close(loss(pred, (target, mask)), sum(per) / 3)
+
+
+def test_min_snr_weight_caps_the_x0_space_weight_at_gamma():
+    """min(SNR, γ)/SNR (epsilon), min(SNR, γ)/(SNR + 1) (velocity), min(SNR, γ) (x0) from the scheduler's ᾱ_t; the
+    epsilon weight is 1 wherever SNR ≤ γ and below 1 at the low-noise timesteps."""
+    from monai.networks.schedulers import DDPMScheduler, RFlowScheduler
+
+    from bundle.losses import MinSNRWeight
+
+    sched = DDPMScheduler(1000, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0195)
+    t = torch.tensor([0, 50, 180, 400, 999])
+    ab = sched.alphas_cumprod[t].double()
+    snr = ab / (1 - ab)
+    gamma = 5.0
+    eps = MinSNRWeight(sched, gamma, "epsilon")(t).double()
+    torch.testing.assert_close(eps * snr, torch.minimum(snr, torch.full_like(snr, gamma)), rtol=1e-5, atol=1e-6)
+    assert eps[snr <= gamma].eq(1).all() and (eps[snr > gamma] < 1).all() and (snr > gamma).any()
+    v = MinSNRWeight(sched, gamma, "v_prediction")(t).double()
+    torch.testing.assert_close(v * (snr + 1), torch.minimum(snr, torch.full_like(snr, gamma)), rtol=1e-5, atol=1e-6)
+    x0 = MinSNRWeight(sched, gamma, "sample")(t).double()
+    torch.testing.assert_close(x0, torch.minimum(snr, torch.full_like(snr, gamma)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        MinSNRWeight(RFlowScheduler(1000), gamma, "flow")
+    with pytest.raises(ValueError, match="snr_gamma"):
+        MinSNRWeight(sched, 0, "epsilon")
+
+
+def test_snr_gamma_knob_weights_the_training_loss_and_not_the_validation_loss(parser):
+    """configs/train_diffusion.yaml: --snr_gamma > 0 gives the training prepare-batch a MinSNRWeight, whose triple
+    changes the training loss of the same batch; 0 (the default) and the validation batches keep the plain pair."""
+    from monai.bundle import ConfigParser
+
+    from bundle.losses import MinSNRWeight
+
+    root = parser().get("bundle_root")
+    batch = {"image": torch.rand(4, 3, 64, 64), "latent": torch.randn(4, 24, 16, 16),
+             "mask": (torch.rand(4, 1, 64, 64) > 0.8).float(), "case": ["c"] * 4, "slice": torch.arange(4)}
+    goals = {}
+    for gamma in (0, 5):
+        p = ConfigParser()
+        p.read_config([f"{root}/configs/common.yaml", f"{root}/configs/train_diffusion.yaml"])
+        p["bundle_root"], p["snr_gamma"], p["train#prepare_batch#seed"] = root, gamma, 0
+        prep = p.get_parsed_content("train#prepare_batch", instantiate=True)
+        assert isinstance(prep.loss_weight, MinSNRWeight) == (gamma > 0)
+        assert p.get_parsed_content("validate#prepare_batch").loss_weight is None
+        goals[gamma] = prep(batch)
+    assert len(goals[0][1]) == 2 and len(goals[5][1]) == 3
+    torch.testing.assert_close(goals[5][1][0], goals[0][1][0])  # same seeded batch
+    pred = torch.zeros_like(goals[0][1][0])
+    loss = HeatmapDiffusionLoss()
+    assert not torch.isclose(loss(pred, goals[5][1]), loss(pred, goals[0][1]))

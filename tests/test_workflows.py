@@ -500,6 +500,22 @@ def test_bridge_recipe_trains_on_the_guide_start_and_samples(autoencoder_dir, gu
     assert any(not torch.equal(w["state_dict"][k], w2["state_dict"][k]) for k in w["state_dict"])
 
 
+def test_min_snr_weighting_trains_other_weights(autoencoder_dir, phantom_dir, tmp_path):
+    """`--snr_gamma 5` (min-SNR-γ) with `--prediction_type v_prediction` trains end to end (the validation loss stays
+    unweighted) and gives other weights than the same run without it."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy2(autoencoder_dir / "autoencoder_tiny.pt", models / "autoencoder_tiny.pt")
+    weights = {}
+    for gamma in (0, 5):
+        out = tmp_path / f"g{gamma}"
+        run_bundle(["train_diffusion"], "--max_epochs", 1, "--val_interval", 1, "--models_dir", models,
+                   "--dataset_dir", phantom_dir, "--task", "any", "--batch_size", 4, "--ema_decay", 0,
+                   "--prediction_type", "v_prediction", "--snr_gamma", gamma, "--output_dir", out, "--export_dir", out)
+        weights[gamma] = torch.load(out / "diffusion_tiny_any.pt", map_location="cpu", weights_only=True)["state_dict"]
+    assert any(not torch.equal(weights[0][k], weights[5][k]) for k in weights[0])
+
+
 def test_rectified_flow_trains_and_samples(autoencoder_dir, guide_file, phantom_dir, tmp_path):
     """`--prediction_type flow` trains with MONAI's RFlowScheduler and the sampler runs the flow chain with the same
     knob; the flow model under the default (DDPM/DDIM) configuration is refused with a clear error naming the field."""
