@@ -82,8 +82,9 @@ class MinSNRWeight:
     def __call__(self, timesteps: torch.Tensor) -> torch.Tensor:
         ab = self.alphas_cumprod[timesteps.long().cpu()]
         snr = ab / (1 - ab)
-        capped = snr.clamp(max=self.gamma)
-        weight = {"epsilon": capped / snr, "v_prediction": capped / (snr + 1), "sample": capped}[self.prediction_type]
+        weight = snr.clamp(max=self.gamma)  # the x0-space weight; divided by the target's own weight in x0 terms
+        if self.prediction_type != "sample":
+            weight = weight / (snr if self.prediction_type == "epsilon" else snr + 1)
         return weight.float().to(timesteps.device)
 
 

@@ -12,16 +12,19 @@ DATASET_DIR=${DATASET_DIR:?set DATASET_DIR to the MyoPS 2020 folder}
 SPLIT=${SPLIT:-train_tune}
 OUT=${OUT:-output/oof}
 PY=${PY:-.venv/bin/python}
-TUNING=$($PY -c "import yaml; print(','.join(str(i) for i in yaml.safe_load(open('configs/common.yaml'))['tuning_ids']))")
-case "$SPLIT" in
-  train_tune) RESIDUES="0 1 2 3"; KEEP_OUT="$TUNING," ;;   # the tuning fold is 104, 109, ... (id mod 5 = 4)
+case "$SPLIT" in   # KEEP_OUT: held out of every fold's training (and of the folds): the tuning fold, id mod 5 = 4
+  train_tune) RESIDUES="0 1 2 3"
+              KEEP_OUT=$($PY -c "import yaml; print(','.join(map(str, yaml.safe_load(open('configs/common.yaml'))['tuning_ids'])) + ',')") ;;
   train) RESIDUES="0 1 2 3 4"; KEEP_OUT="" ;;
   *) echo "error: SPLIT must be train_tune or train, got '$SPLIT'" >&2; exit 2 ;;
 esac
 mkdir -p "$OUT"
 folds=()
 for r in $RESIDUES; do
-  ids=$($PY -c "print(','.join(str(i) for i in range(101, 126) if i % 5 == $r and str(i) not in '$KEEP_OUT'.split(',')))")
+  ids=""
+  for i in $(seq 101 125); do
+    (( i % 5 == r )) && [[ ",$KEEP_OUT" != *",$i,"* ]] && ids+="${ids:+,}$i"
+  done
   out=$OUT/g$r
   mkdir -p "$out"
   cmd=($PY -m monai.bundle run --config_file "['configs/common.yaml','configs/baselines/image.yaml','configs/baselines/unet_l1.yaml','configs/train_guide.yaml']"
