@@ -3,6 +3,8 @@ workflow configs (cpu profile) on the embedded phantom, each in a fresh process 
 
     PYTHONPATH=. .venv/bin/python bench/bench_training.py [--iterations 12] [--warmup 3] [--which vae diffusion unet_l1]
 
+`diffusion_batch_augment` is the diffusion trainer with the latent flips and rot90 drawn for the whole batch in the
+prepare batch instead of per slice in the DataLoader: same network, batch and iterations (equal work).
 "slices/s" counts the training samples of one iteration: single-sequence 128x128 slices for the VAE (it trains on
 each sequence separately), 3-sequence latent slices for the diffusion UNet, 3-sequence slices for unet_l1.
 Prints a markdown table (the caller, bench/run_all.py, writes it into bench/results.md).
@@ -24,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = {
     "vae": ("VAE-GAN (AutoencoderKL + PatchDiscriminator, AdversarialTrainer)", ["configs/train_autoencoder.yaml"]),
     "diffusion": ("diffusion UNet (CMRDiff, SupervisedTrainer, heatmap loss)", ["configs/train_diffusion.yaml"]),
+    "diffusion_batch_augment": ("the same, latent flips drawn per batch (`latent_augment_mode batch`)",
+                                ["configs/train_diffusion.yaml"], {"latent_augment_mode": "batch"}),
     "unet_l1": ("unet_l1 baseline (BasicUNet, SupervisedTrainer)",
                 ["configs/baselines/image.yaml", "configs/baselines/unet_l1.yaml"]),
 }
@@ -40,6 +44,7 @@ def child(which: str, iterations: int, warmup: int, data: str) -> dict:
 
     p = ConfigParser()
     p.read_config([str(ROOT / "configs/common.yaml")] + [str(ROOT / f) for f in WORKFLOWS[which][1]])
+    p.update(WORKFLOWS[which][2] if len(WORKFLOWS[which]) > 2 else {})
     out = tempfile.mkdtemp(prefix="cmrdiff_bench_")
     p.update({"bundle_root": str(ROOT), "profile": "cpu", "output_dir": out, "dataset_dir": str(make_phantom_dataset(data)),
               "max_epochs": 1000, "val_interval": 10**6})
@@ -76,6 +81,7 @@ def main() -> None:
         print("RESULT " + json.dumps(child(args.child, args.iterations, args.warmup, args.data)), flush=True)
         return
     lines = ["| trainer | batch | s / iteration | slices / s | peak RSS (MiB) |", "|---|---|---|---|---|"]
+    rates: dict[str, float] = {}
     for which in args.which:
         cmd = [sys.executable, __file__, "--child", which, "--iterations", str(args.iterations),
                "--warmup", str(args.warmup), "--data", args.data]
@@ -84,9 +90,13 @@ def main() -> None:
         if proc.returncode != 0 or not res:
             raise SystemExit(f"error: training benchmark {which} failed:\n{proc.stderr[-3000:]}")
         r = json.loads(res[-1][7:])
+        rates[which] = r["slices_per_s"]
         lines.append(f"| {WORKFLOWS[which][0]} | {r['batch']} | {r['s_per_it']:.3f} | {r['slices_per_s']:.1f} | "
                      f"{r['peak_rss_mib']:.0f} |")
         print(lines[-1], flush=True)
+    if {"diffusion", "diffusion_batch_augment"} <= rates.keys():
+        lines.append(f"\nlatent flips per batch against per slice (equal work, this run): "
+                     f"{rates['diffusion_batch_augment'] / rates['diffusion']:.2f}x the slices per second")
     print("\n".join(lines))
 
 

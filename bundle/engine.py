@@ -88,14 +88,18 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
     clean-latent estimate, :class:`CMRDiffTrainInferer` ``x0_output``).
     ``loss_weight`` (timesteps (B,) -> weights (B,), e.g. :class:`bundle.losses.MinSNRWeight`): the goal becomes a
     triple whose third entry weights each sample's loss.
+    ``augment`` (a dictionary transform of the collated batch, e.g. :class:`bundle.transforms.BatchFlipRot90d`): run
+    on the batch first (training only; ``latent_augment_mode: batch``).
     """
 
     def __init__(self, num_train_timesteps: int, task: str, tasks: Mapping[str, Mapping], latent_channels: int,
                  drop_prob: float = 0.05, scheduler: nn.Module | None = None, seed: int | None = None,
                  joint_dropout: bool = False, max_timestep: int | None = None, prediction_type: str | None = None,
                  start_key: str | None = None, image_goal: bool = False,
-                 loss_weight: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 loss_weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 augment: Callable[[Mapping], Mapping] | None = None) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
+        self.augment = augment
         self.loss_weight = loss_weight
         self.sample_target = prediction_type == "sample"
         if (prediction_type == "flow") != isinstance(scheduler, RFlowScheduler):
@@ -116,6 +120,10 @@ class CMRDiffPrepareBatch(DiffusionPrepareBatch):
         self.lc, self.drop_prob, self.scheduler, self.seed = latent_channels, drop_prob, scheduler, seed
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        # plain tensors: the network then runs without MetaTensor bookkeeping (same values, same random draws)
+        batchdata = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in batchdata.items()}
+        if self.augment is not None:
+            batchdata = self.augment(batchdata)
         g = batch_generator(batchdata, self.seed)
         lat = batchdata["latent"].float()
         b, _, h, w = lat.shape

@@ -1,6 +1,7 @@
 """The few dictionary transforms MONAI lacks: loading whose read errors name the file, case validation, sequence
 stacking, the intensity protocol, the myocardium mask, pasting a field-of-view slab back onto the native grid, and
-picking one of a slice's cached augmented views (``RandViewd``).
+picking one of a slice's cached augmented views (``RandViewd``), and the latent flips and rot90 drawn for a whole
+batch (``BatchFlipRot90d``).
 
 Geometry (``CanonicalGeometryd``, ``FieldOfViewd``): the case is reoriented (slice axis last, in-plane axes as in
 the training data), resampled in-plane to the training pixel spacing (``target_spacing``; or left on its native
@@ -383,3 +384,66 @@ class RandViewd(Randomizable, Transform):
         self.randomize(len(views))
         d.update(views[self._index])
         return d
+
+
+LATENT_AUGMENT_MODES = ("dataset", "batch")
+
+
+def per_slice(transforms: Sequence, mode: str) -> list:
+    """The latent flips and rot90 as per-slice DataLoader transforms (``mode`` ``dataset``, the shipped recipe) or
+    none there (``batch``: :class:`BatchFlipRot90d` draws them for the whole batch in the prepare batch)."""
+    if mode not in LATENT_AUGMENT_MODES:
+        raise ValueError(f"latent_augment_mode must be one of {list(LATENT_AUGMENT_MODES)}, got {mode!r}")
+    return list(transforms) if mode == "dataset" else []
+
+
+class BatchFlipRot90d(Randomizable, Transform):
+    """The latent augmentation of the training slices (MONAI ``RandFlipd`` on spatial axis 0, then on axis 1, then
+    ``RandRotate90d`` with ``max_k`` 3, each with probability ``prob``), drawn per sample but applied to a whole
+    collated batch at once: every tensor in ``keys`` (B, C, H, W) (e.g. ``image`` (B, 3, H, W) and ``latent``
+    (B, 3·lc, h, w)) gets the same flips and rotation for the same sample. The outputs are plain tensors (no
+    ``MetaTensor`` bookkeeping); other keys pass unchanged. Same distribution as the per-slice transforms, another
+    random stream (this transform's own ``R``, seeded by ``seed``; checkpointed with the run's random transforms)."""
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.5, seed: int | None = 0) -> None:
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        if not 0.0 <= float(prob) <= 1.0:
+            raise ValueError(f"BatchFlipRot90d: prob must be in [0, 1], got {prob}")
+        self.prob = float(prob)
+        self.set_random_state(seed=seed)
+
+    def randomize(self, data: int) -> None:
+        b = data
+        self._flip0 = torch.from_numpy(self.R.random_sample(b) < self.prob)
+        self._flip1 = torch.from_numpy(self.R.random_sample(b) < self.prob)
+        rotate = self.R.random_sample(b) < self.prob
+        self._k = torch.from_numpy(np.where(rotate, self.R.randint(1, 4, size=b), 0))  # quarter turns, 0-3
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        present = [k for k in self.keys if k in d]
+        if not present:
+            return d
+        b = len(d[present[0]])
+        self.randomize(b)
+        for k in present:
+            x = torch.as_tensor(d[k]).as_subclass(torch.Tensor)
+            if x.ndim != 4 or len(x) != b:
+                raise ValueError(f"BatchFlipRot90d: {k!r} must be a (B={b}, C, H, W) batch, got {tuple(x.shape)}")
+            d[k] = self._apply(x)
+        return d
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the same with each sample flipped/rotated as drawn (one ``torch.where`` per operation)."""
+        dev = x.device
+        x = torch.where(self._flip0.to(dev).view(-1, 1, 1, 1), x.flip(2), x)
+        x = torch.where(self._flip1.to(dev).view(-1, 1, 1, 1), x.flip(3), x)
+        if x.shape[2] != x.shape[3]:  # rot90 changes a non-square shape: sample by sample (then H = W is needed)
+            out = [torch.rot90(s, int(k), (1, 2)) for s, k in zip(x, self._k)]
+            if len({o.shape for o in out}) > 1:
+                raise ValueError(f"BatchFlipRot90d: a non-square batch {tuple(x.shape)} cannot be rotated per sample")
+            return torch.stack(out)
+        k = self._k.to(dev).view(-1, 1, 1, 1)
+        for turns in (1, 2, 3):
+            x = torch.where(k == turns, torch.rot90(x, turns, (2, 3)), x)
+        return x

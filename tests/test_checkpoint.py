@@ -56,12 +56,13 @@ def _tensors_equal(a, b, where: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["autoencoder", "diffusion"])
+@pytest.mark.parametrize("stage", ["autoencoder", "diffusion", "diffusion_batch_augment"])
 def test_killed_training_resumes_to_the_same_weights_and_best_checkpoint(stage, phantom_dir, tmp_path):
     """A seeded 4-epoch run killed after epoch 3 and resumed with --resume true ends with the same last checkpoint
     (networks, optimizers, EMA, stateful losses), the same best checkpoint and the same best-metric record as an
     uninterrupted run. The autoencoder runs with its adversarial term on and a warm-up of 3 epochs that spans the
-    kill, so a warm-up counter that restarted after the resume would change the weights."""
+    kill, so a warm-up counter that restarted after the resume would change the weights. ``diffusion_batch_augment``
+    draws the latent flips in the prepare batch (`latent_augment_mode batch`), whose random state must resume too."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     models = tmp_path / "models"
     base = [sys.executable, "-m", "monai.bundle", "run", "--profile", "tiny", "--dataset_dir", str(phantom_dir),
@@ -74,6 +75,8 @@ def test_killed_training_resumes_to_the_same_weights_and_best_checkpoint(stage, 
         subprocess.run(base + ["--config_file", str(ae), "--max_epochs", "1", "--output_dir", str(tmp_path / "ae")],
                        cwd=REPO_ROOT, env=env, check=True, capture_output=True)
         files, args = ["configs/common.yaml", "configs/train_diffusion.yaml"], ["--task", "any", "--batch_size", "4"]
+        if stage == "diffusion_batch_augment":
+            args += ["--latent_augment_mode", "batch"]
         sub, best = "diffusion_tiny_any", "best_network.pt"
     kill = tmp_path / "kill.yaml"
     kill.write_text(KILL_AT_EPOCH_3)

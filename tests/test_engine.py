@@ -483,3 +483,49 @@ def test_train_inferer_x0_output_inverts_the_noising(kind):
               class_labels=torch.zeros(3, dtype=torch.long))
     torch.testing.assert_close(CMRDiffTrainInferer(sched, x0_output=True)(x0, Oracle(), **kw), x0, atol=1e-4, rtol=1e-4)
     assert torch.equal(CMRDiffTrainInferer(sched)(x0, Oracle(), **kw), exact)
+
+
+def test_latent_augment_mode_batch_moves_the_flips_into_the_prepare_batch():
+    """configs/train_diffusion.yaml: `latent_augment_mode` dataset (default) keeps MONAI's per-slice flips in the
+    DataLoader and no batch transform; batch empties the per-slice list and the training prepare batch flips and rotates
+    the collated batch (the images the network sees are the drawn flips of the inputs), and the batch transform is
+    checkpointed with the random transforms; an unknown mode is an error naming the field."""
+    from monai.bundle import ConfigParser
+
+    from bundle.transforms import BatchFlipRot90d
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+
+    def parsed(mode=None):
+        p = ConfigParser()
+        p.read_config([str(root / "common.yaml"), str(root / "train_diffusion.yaml")])
+        p["output_dir"] = "/tmp"
+        if mode is not None:
+            p["latent_augment_mode"] = mode
+        return p
+
+    p = parsed()
+    assert len(p.get_parsed_content("latent_augment").transforms) == 3
+    assert p.get_parsed_content("train#prepare_batch").augment is None
+    p = parsed("batch")
+    assert len(p.get_parsed_content("latent_augment").transforms) == 0
+    prep = p.get_parsed_content("train#prepare_batch")
+    assert isinstance(prep.augment, BatchFlipRot90d)
+    assert any(t is prep.augment for t in p.get_parsed_content("train#random_transforms"))
+    assert p.get_parsed_content("validate#prepare_batch").augment is None
+    lc = p.get_parsed_content("ae")["latent_channels"]
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand(8, 3, 16, 16, generator=g), "latent": torch.rand(8, 3 * lc, 4, 4, generator=g)}
+    images = prep(batch)[3]["images"]
+    ops = zip(prep.augment._flip0.tolist(), prep.augment._flip1.tolist(), prep.augment._k.tolist())
+    moved = 0
+    for i, (f0, f1, k) in enumerate(ops):
+        x = batch["image"][i]
+        x = x.flip(1) if f0 else x
+        x = x.flip(2) if f1 else x
+        ref = torch.rot90(x, k, (1, 2))
+        assert torch.equal(images[i], ref)
+        moved += not torch.equal(ref, batch["image"][i])
+    assert moved > 0
+    with pytest.raises(Exception, match="latent_augment_mode"):
+        parsed("gpu").get_parsed_content("latent_augment")

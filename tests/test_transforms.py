@@ -14,6 +14,7 @@ from monai.transforms import LoadImaged
 from bundle.data import LABEL_VALUES, SEQUENCES, DataError
 from bundle.phantom import phantom_affine
 from bundle.transforms import (
+    BatchFlipRot90d,
     CanonicalGeometryd,
     FieldOfViewd,
     LoadCased,
@@ -24,6 +25,7 @@ from bundle.transforms import (
     fov_offsets,
     normalize_fov,
     paste_fov,
+    per_slice,
     stack_slice_axis,
 )
 
@@ -407,3 +409,54 @@ def test_signed_input_windowed_on_both_sides():
     torch.testing.assert_close(d["field"][1], ((x[1] * 2).clamp(lo, hi) - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
     old = NormalizeFOVd("image", signed_fraction=None)({"image": x.clone()})
     torch.testing.assert_close(old["image"], normalize_fov(x))
+
+
+def _reference_flip_rot(x: torch.Tensor, flip0: bool, flip1: bool, k: int) -> torch.Tensor:
+    """One sample (C, H, W) through MONAI's array Flip (spatial axis 0, then 1) and Rotate90 (k quarter turns)."""
+    from monai.transforms import Flip, Rotate90
+
+    x = Flip(spatial_axis=0)(x) if flip0 else x
+    x = Flip(spatial_axis=1)(x) if flip1 else x
+    return torch.as_tensor(Rotate90(k=k)(x) if k else x).as_subclass(torch.Tensor)
+
+
+def test_batch_flip_rot90_applies_the_drawn_ops_to_every_key_per_sample():
+    """Each sample of every key gets the flips and quarter turns drawn for that sample (MONAI's Flip/Rotate90 as the
+    reference), the same ones across keys of different sizes; outputs are plain tensors; other keys pass unchanged."""
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": MetaTensor(torch.rand(16, 3, 8, 8, generator=g)), "latent": torch.rand(16, 6, 4, 4, generator=g),
+             "case": ["c"] * 16}
+    aug = BatchFlipRot90d(["image", "latent", "guide_latent"], prob=0.5, seed=3)
+    out = aug(batch)
+    assert type(out["image"]) is torch.Tensor and type(out["latent"]) is torch.Tensor
+    assert out["case"] is batch["case"] and "guide_latent" not in out
+    ops = list(zip(aug._flip0.tolist(), aug._flip1.tolist(), aug._k.tolist()))
+    assert len({op for op in ops}) > 3  # the samples got different draws
+    for key in ("image", "latent"):
+        for i, (f0, f1, k) in enumerate(ops):
+            ref = _reference_flip_rot(torch.as_tensor(batch[key][i]).as_subclass(torch.Tensor), f0, f1, k)
+            assert torch.equal(out[key][i], ref), (key, i, f0, f1, k)
+    again = BatchFlipRot90d(["image", "latent"], prob=0.5, seed=3)(batch)
+    assert torch.equal(again["latent"], out["latent"])  # seeded
+    assert not torch.equal(BatchFlipRot90d(["latent"], seed=4)(batch)["latent"], out["latent"])
+    assert torch.equal(BatchFlipRot90d(["latent"], prob=0.0)(batch)["latent"], batch["latent"])
+
+
+def test_batch_flip_rot90_has_the_per_slice_transforms_distribution():
+    """Over many samples: each flip with probability prob, and a rotation with probability prob by 1, 2 or 3 quarter
+    turns, as MONAI's RandFlipd / RandRotate90d (max_k 3) draw them."""
+    aug = BatchFlipRot90d("latent", prob=0.5, seed=0)
+    aug.randomize(30000)
+    assert abs(aug._flip0.float().mean() - 0.5) < 0.02 and abs(aug._flip1.float().mean() - 0.5) < 0.02
+    counts = torch.bincount(aug._k, minlength=4).float() / 30000
+    torch.testing.assert_close(counts, torch.tensor([0.5, 1 / 6, 1 / 6, 1 / 6]), atol=0.02, rtol=0)
+    assert abs(float((aug._flip0 & aug._flip1).float().mean()) - 0.25) < 0.02  # independent draws
+
+
+def test_batch_flip_rot90_refuses_bad_input():
+    with pytest.raises(ValueError, match="prob"):
+        BatchFlipRot90d("latent", prob=1.5)
+    with pytest.raises(ValueError, match="'latent'.*\\(B=2"):
+        BatchFlipRot90d(["image", "latent"])({"image": torch.zeros(2, 3, 4, 4), "latent": torch.zeros(3, 4, 4)})
+    with pytest.raises(ValueError, match="latent_augment_mode"):
+        per_slice([], "device")
