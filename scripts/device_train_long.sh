@@ -18,6 +18,9 @@
 # fire 0.7.1, termcolor 3.3.0): python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
 #   export PYTHONPATH=/tmp/site:. && OUT=$OUT TRAIN_S=420 bash scripts/device_train_long.sh   (-> E = 500)
 # PROBE_EP=12 E_MAX=2 makes a quick smoke test (on CPU too).
+# EXTRA adds overrides to all three jobs. The wider-UNet round for a future device session (docs/results.md, round
+# 16, v0.15.0): EXTRA='--profiles#cpu#diffusion#channels [64,128,128] --latent_augment_mode batch' (the flips drawn
+# per batch: the per-slice MONAI transforms bound v0.11.0's loop on the GPU); score tune_cd.pt with the same channels.
 set -uo pipefail
 OUT=${OUT:?output dir}
 PY=${PY:-python3}

@@ -256,8 +256,10 @@ def test_inference_reproducible(inference_run, diffusion_dir, phantom_dir, tmp_p
     assert not np.array_equal(data[8], first)  # the seed is actually used
 
 
-def test_multi_process_training_torchrun_gloo(phantom_dir, autoencoder_dir, tmp_path):
-    """configs/multi_gpu_train_diffusion.yaml on CPU: 2 processes, gloo backend, DistributedSampler, DDP."""
+@pytest.mark.parametrize("augment_mode", ["dataset", "batch"])
+def test_multi_process_training_torchrun_gloo(augment_mode, phantom_dir, autoencoder_dir, tmp_path):
+    """configs/multi_gpu_train_diffusion.yaml on CPU: 2 processes, gloo backend, DistributedSampler, DDP; with the
+    latent flips drawn per slice (default) or per batch (each rank seeding its own)."""
     out = tmp_path / "ddp"
     files = ["configs/common.yaml", "configs/train_diffusion.yaml", "configs/multi_gpu_train_diffusion.yaml"]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
@@ -265,7 +267,7 @@ def test_multi_process_training_torchrun_gloo(phantom_dir, autoencoder_dir, tmp_
            "-m", "monai.bundle", "run", "--config_file", str(files), "--profile", "tiny", "--task", "any",
            "--max_epochs", "1", "--val_interval", "1", "--batch_size", "2", "--dataset_dir", str(phantom_dir),
            "--output_dir", str(out), "--models_dir", str(out / "models"),
-           "--autoencoder_path", str(autoencoder_dir / "autoencoder_tiny.pt")]
+           "--autoencoder_path", str(autoencoder_dir / "autoencoder_tiny.pt"), "--latent_augment_mode", augment_mode]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     weights = out / "models" / "diffusion_tiny_any.pt"
