@@ -25,6 +25,7 @@ from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform, Randomizable, Transform
 
 from bundle.data import LABEL_VALUES, MYOCARDIUM_LABELS, SEQUENCES, DataError, check_geometry
+from bundle.errors import ConfigError
 
 
 def _name(d: Mapping, key: Hashable) -> str:
@@ -393,7 +394,7 @@ def per_slice(transforms: Sequence, mode: str) -> list:
     """The latent flips and rot90 as per-slice DataLoader transforms (``mode`` ``dataset``, the shipped recipe) or
     none there (``batch``: :class:`BatchFlipRot90d` draws them for the whole batch in the prepare batch)."""
     if mode not in LATENT_AUGMENT_MODES:
-        raise ValueError(f"latent_augment_mode must be one of {list(LATENT_AUGMENT_MODES)}, got {mode!r}")
+        raise ConfigError(f"latent_augment_mode must be one of {list(LATENT_AUGMENT_MODES)}, got {mode!r}")
     return list(transforms) if mode == "dataset" else []
 
 
@@ -438,11 +439,10 @@ class BatchFlipRot90d(Randomizable, Transform):
         dev = x.device
         x = torch.where(self._flip0.to(dev).view(-1, 1, 1, 1), x.flip(2), x)
         x = torch.where(self._flip1.to(dev).view(-1, 1, 1, 1), x.flip(3), x)
-        if x.shape[2] != x.shape[3]:  # rot90 changes a non-square shape: sample by sample (then H = W is needed)
-            out = [torch.rot90(s, int(k), (1, 2)) for s, k in zip(x, self._k)]
-            if len({o.shape for o in out}) > 1:
-                raise ValueError(f"BatchFlipRot90d: a non-square batch {tuple(x.shape)} cannot be rotated per sample")
-            return torch.stack(out)
+        if x.shape[2] != x.shape[3]:  # a quarter turn changes a non-square shape: such a batch would not collate
+            if (self._k % 2 == 1).any():  # (per-slice RandRotate90d alike); half turns alone keep it
+                raise ValueError(f"BatchFlipRot90d: a quarter turn of the non-square batch {tuple(x.shape)}")
+            return torch.where((self._k == 2).to(dev).view(-1, 1, 1, 1), torch.rot90(x, 2, (2, 3)), x)
         k = self._k.to(dev).view(-1, 1, 1, 1)
         for turns in (1, 2, 3):
             x = torch.where(k == turns, torch.rot90(x, turns, (2, 3)), x)

@@ -460,3 +460,14 @@ def test_batch_flip_rot90_refuses_bad_input():
         BatchFlipRot90d(["image", "latent"])({"image": torch.zeros(2, 3, 4, 4), "latent": torch.zeros(3, 4, 4)})
     with pytest.raises(ValueError, match="latent_augment_mode"):
         per_slice([], "device")
+    with pytest.raises(ValueError, match="quarter turn"):  # 16 draws at prob 1: some odd turns
+        BatchFlipRot90d("x", prob=1.0)({"x": torch.zeros(16, 1, 4, 6)})
+
+
+def test_batch_flip_rot90_half_turns_of_a_non_square_batch():
+    aug = BatchFlipRot90d("x")
+    aug.randomize(2)
+    aug._flip0, aug._flip1, aug._k = torch.tensor([False, False]), torch.tensor([False, False]), torch.tensor([2, 0])
+    x = torch.arange(48.0).view(2, 1, 4, 6)
+    out = aug._apply(x)
+    assert torch.equal(out[0], x[0].flip(1).flip(2)) and torch.equal(out[1], x[1])
