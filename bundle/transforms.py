@@ -439,11 +439,11 @@ class BatchFlipRot90d(Randomizable, Transform):
         dev = x.device
         x = torch.where(self._flip0.to(dev).view(-1, 1, 1, 1), x.flip(2), x)
         x = torch.where(self._flip1.to(dev).view(-1, 1, 1, 1), x.flip(3), x)
-        if x.shape[2] != x.shape[3]:  # a quarter turn changes a non-square shape: such a batch would not collate
-            if (self._k % 2 == 1).any():  # (per-slice RandRotate90d alike); half turns alone keep it
-                raise ValueError(f"BatchFlipRot90d: a quarter turn of the non-square batch {tuple(x.shape)}")
-            return torch.where((self._k == 2).to(dev).view(-1, 1, 1, 1), torch.rot90(x, 2, (2, 3)), x)
-        k = self._k.to(dev).view(-1, 1, 1, 1)
         for turns in (1, 2, 3):
-            x = torch.where(k == turns, torch.rot90(x, turns, (2, 3)), x)
+            chosen = self._k == turns  # on the CPU: no device sync to skip a turn nobody drew
+            if not chosen.any():
+                continue
+            if turns % 2 and x.shape[2] != x.shape[3]:  # a non-square batch would not collate (per-slice alike)
+                raise ValueError(f"BatchFlipRot90d: a quarter turn of the non-square batch {tuple(x.shape)}")
+            x = torch.where(chosen.to(dev).view(-1, 1, 1, 1), torch.rot90(x, turns, (2, 3)), x)
         return x
