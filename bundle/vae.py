@@ -58,7 +58,9 @@ class PatchLogitsInferer(Inferer):
 
 
 class VAEReconstructionLoss(nn.Module):
-    """``L1(recon, image) + kl_weight · KL`` (+ ``perceptual_weight · perceptual`` when a perceptual loss is given).
+    """``L1(recon, image) + kl_weight · KL`` (+ ``perceptual_weight · perceptual`` when a perceptual loss is given)
+    (+ ``freq_weight · mean |FFT(recon) − FFT(image)|``, the orthonormal 2D FFT of (B, 1, H, W): every frequency
+    weighted alike, so the fine texture that L1 averages away counts as much as the coarse shape).
 
     ``inferer`` is the :class:`AutoencoderKLInferer` that produced ``recon`` (it holds the KL term).
     """
@@ -69,15 +71,19 @@ class VAEReconstructionLoss(nn.Module):
         kl_weight: float = 1e-6,
         perceptual_loss: nn.Module | None = None,
         perceptual_weight: float = 0.0,
+        freq_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        self.inferer, self.kl_weight = inferer, kl_weight
+        self.inferer, self.kl_weight, self.freq_weight = inferer, kl_weight, float(freq_weight)
         self.perceptual_loss, self.perceptual_weight = perceptual_loss, perceptual_weight
 
     def forward(self, recon: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         loss = torch.nn.functional.l1_loss(recon.float(), image.float()) + self.kl_weight * self.inferer.kl
         if self.perceptual_loss is not None and self.perceptual_weight > 0:
             loss = loss + self.perceptual_weight * self.perceptual_loss(recon.float(), image.float())
+        if self.freq_weight > 0:
+            diff = torch.fft.fft2(recon.float() - image.float(), norm="ortho")
+            loss = loss + self.freq_weight * diff.abs().mean()
         return loss
 
 

@@ -9,8 +9,9 @@ any sampler knob of configs/inference.yaml as the default of every request (e.g.
 
 Each model builds its networks once, on its first request, and keeps them (lib/infer_synthesis.py). Bad requests are
 answered 4xx with a message, and the server keeps serving: an unknown model or image id -> 404 (here, before the
-task runs: MONAI Label would otherwise turn an unknown image id into an empty path), a bad knob or a missing
-condition image -> 400 (the task).
+task runs: MONAI Label would otherwise turn an unknown image id into an empty path), an image path outside the
+studies folder -> 403 (here: MONAI Label reads any existing path), a bad knob, case name or a missing condition
+image -> 400 (the task). No request field ever reaches the bundle's config parser as text (lib/validation.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from lib.infer_synthesis import SynthesisInferTask
+from lib.validation import RequestError, check_image
 
 logger = logging.getLogger(__name__)
 
@@ -55,22 +57,27 @@ class CMRDiffApp(MONAILabelApp):
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
         for t in self.tasks:
-            task = SynthesisInferTask(self.bundle_root, t, self.conf)
+            task = SynthesisInferTask(self.bundle_root, t, self.conf, studies=self.studies)
             if not task.is_valid():
                 logger.warning(f"cmrdiff_{t}: weights missing ({', '.join(map(str, task.weights()))}); not served")
             infers[f"cmrdiff_{t}"] = task
         return infers
 
     def infer(self, request, datastore=None):
-        """MONAI Label's infer, after two checks that give a 404 with a clear message instead of a 500 (unknown
-        model) or a misleading "the image '' ..." (an image id that is not in the datastore: MONAI Label maps it to
-        an empty path)."""
+        """MONAI Label's infer, after checks of the raw request: the model exists (404), ``image`` is a datastore id
+        of safe characters or a path inside the studies folder (400 / 403: MONAI Label would otherwise read any
+        existing path the request names, an uploaded file's temporary path included), and the id is in the datastore
+        (404 instead of MONAI Label's misleading "the image '' ..." for an id it maps to an empty path)."""
         model = request.get("model")
-        if model not in self._infers:
-            raise HTTPException(status_code=404, detail=f"model {model!r} not found; this server has "
+        if not isinstance(model, str) or model not in self._infers:
+            raise HTTPException(status_code=404, detail=f"model {str(model)[:60]!r} not found; this server has "
                                                         f"{sorted(self._infers)}")
         image = request.get("image")
-        if isinstance(image, str) and image and not os.path.exists(image):
+        try:
+            check_image(image, Path(self.studies))
+        except RequestError as e:
+            raise HTTPException(status_code=e.status, detail=str(e)) from None
+        if not os.path.exists(image):
             ds = datastore if datastore else self.datastore()
             if not ds.get_image_uri(image):
                 raise HTTPException(status_code=404, detail=f"image id {image!r} not found in the datastore "

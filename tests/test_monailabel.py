@@ -68,6 +68,13 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def _tree(root: Path) -> dict:
+    """{relative path: (size, mtime)} of the files under ``root`` but the server's log (the state a hostile request
+    must not change)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "server.log"}
+
+
 def _log_tail(log: Path, n: int = 4000) -> str:
     return log.read_text(errors="replace")[-n:] if log.exists() else "(no server log)"
 
@@ -138,6 +145,43 @@ def test_server_synthesizes_nifti_on_input_grid(tmp_path):
         assert f"{case}_DE.nii.gz" in r.json()["detail"]
         assert proc.poll() is None, "server died"
         assert elapsed < 120, f"one 2-step synthesis took {elapsed:.0f} s"
+
+        # 5. hostile requests: each a 4xx with a one-line reason, nothing executed, nothing written outside the
+        # server's own output, then a good request still answered
+        marker = tmp_path / "PWNED"
+        outside = data / "test20" / f"{case}_T2.nii.gz"  # an existing NIfTI outside the studies folder
+        before = _tree(tmp_path)
+        hostile = [
+            ("injection case_name", {"image": f"{case}_C0"},
+             {"case_name": f"$__import__('pathlib').Path({str(marker)!r}).touch() or 'x'"}, 400, "case_name must be"),
+            ("traversal case_name", {"image": f"{case}_C0"}, {"case_name": "../../escape"}, 400, "case_name must be"),
+            ("absolute image outside", {"image": str(outside)}, {}, 403, "only files inside the studies folder"),
+            ("'..' image path", {"image": str(studies / ".." / "data" / "test20" / f"{case}_C0.nii.gz")}, {}, 403,
+             "'..' is not allowed"),
+            ("image in params", {"image": f"{case}_C0"}, {"image": str(outside)}, 403, "only files inside"),
+            ("condition outside", {"image": f"{case}_C0"}, {"T2": str(outside)}, 403, "only files inside"),
+            ("injection in a condition", {"image": f"{case}_C0"},
+             {"T2": f"$__import__('pathlib').Path({str(marker)!r}).touch()"}, 400, "not found in the studies folder"),
+            ("knob of the wrong type", {"image": f"{case}_C0"}, {"num_inference_steps": "abc"}, 400,
+             "num_inference_steps must be an integer"),
+            ("knob as an expression", {"image": f"{case}_C0"}, {"estimator": "$print('x') or 'sample'"}, 400,
+             "estimator must be one of"),
+        ]
+        for name, query, params, status, text in hostile:
+            r = requests.post(f"{base}/infer/cmrdiff_lge", params=dict(query, output="json"),
+                              data={"params": json.dumps(params)}, timeout=60)
+            assert r.status_code == status, f"{name}: {r.status_code} {r.text[:300]}"
+            detail = r.json()["detail"]
+            assert text in detail and "\n" not in detail, f"{name}: {detail}"
+            assert proc.poll() is None, f"server died after {name}"
+        assert not marker.exists(), "a request value was executed"
+        assert _tree(tmp_path) == before, "files appeared or changed outside the server's output"
+        r = requests.post(f"{base}/infer/cmrdiff_lge", params={"image": f"{case}_C0", "output": "json"},
+                          data={"params": json.dumps({"case_name": "patient-1.a", "num_inference_steps": 2})},
+                          timeout=300)
+        assert r.status_code == 200, f"{r.status_code} {r.text[:500]}"
+        assert r.json()["case"] == "patient-1.a" and r.json()["conditions"] == {"C0": f"{case}_C0.nii.gz",
+                                                                                "T2": f"{case}_T2.nii.gz"}
     finally:
         _stop(proc)
     assert proc.poll() is not None, "server still running after the test"

@@ -13,14 +13,18 @@ then gets a fresh, cheap workflow (config parsing only) into which these objects
 weight loading; the sampler, data pipeline and evaluator are rebuilt from the config per request, so one request's
 knobs never leak into the next. ``networks_built`` in the model's ``/info/`` entry counts the builds (1 once used).
 
-Bad requests raise ``fastapi.HTTPException`` (MONAI Label's ``/infer`` endpoint lets it through as that status with
-``{"detail": message}``): an out-of-range or wrong-type knob or a missing condition image -> 400 naming the knob and
-its allowed range / the file looked for; input the bundle rejects (``bundle.errors.UserError``, unreadable NIfTI) ->
-400. The app (``main.py``) answers an unknown image id or model with 404 before the task runs.
+No request value reaches the config parser as text it could interpret (lib/validation.py): the case name is checked
+against an allow-list, image and condition paths must resolve inside the studies folder and are handed over as
+``pathlib.Path`` objects, knobs are cast and range-checked, and :func:`~lib.validation.assert_plain_data` guards the
+overrides. Bad requests raise ``fastapi.HTTPException`` (MONAI Label's ``/infer`` endpoint lets it through as that
+status with ``{"detail": message}``): a bad case name, an out-of-range or wrong-type knob or a missing condition image
+-> 400; a path outside the studies folder or with ``..`` -> 403; input the bundle rejects (``bundle.errors.UserError``,
+unreadable NIfTI) -> 400. The app (``main.py``) checks the raw ``image`` the same way and answers an unknown image id
+or model with 404 before the task runs.
 
 Where the two condition images come from (first match wins, per condition):
-1. request params naming them by sequence, e.g. ``{"C0": "/data/p1_bssfp.nii.gz", "T2": "/data/p1_t2.nii.gz"}``
-   (a relative path is taken relative to the folder of the request's image);
+1. request params naming them by sequence, e.g. ``{"C0": "p1_bssfp.nii.gz", "T2": "sub/p1_t2.nii.gz"}``
+   (relative to the folder of the request's image; an absolute path must lie inside the studies folder);
 2. the request's image itself when its file is named ``<case>_<SEQ>.nii[.gz]`` (MyoPS naming) and SEQ is a condition;
 3. the file ``<case>_<SEQ>.nii.gz`` (or ``.nii``) next to the request's image.
 """
@@ -28,7 +32,6 @@ Where the two condition images come from (first match wins, per condition):
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shutil
@@ -40,28 +43,11 @@ from typing import Any, Dict, Tuple, Union
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from .validation import (KNOBS, MYOPS_NAME, SAFE_NAME, RequestError, assert_plain_data, cast_knob, check_name,
+                         check_path, knob_types, range_texts, validate_knob, validate_knobs)
+
 logger = logging.getLogger(__name__)
 
-SEQUENCES = ("C0", "DE", "T2")
-MYOPS_NAME = re.compile(r"^(?P<case>.+)_(?P<seq>C0|DE|T2)\.nii(\.gz)?$")
-# sampler knobs of configs/inference.yaml a request may set (defaults are read from the config itself)
-KNOBS = ("num_inference_steps", "guidance_scale_1", "guidance_scale_2", "strength", "guide", "residual", "num_samples",
-         "seed", "cache_interval", "views", "estimator")
-# allowed range of each numeric knob: (type, low, high, low inclusive); the server bounds num_samples (memory) and the
-# step count (DDIM cannot take more steps than the schedule's num_train_timesteps = 1000)
-MAX_STEPS, MAX_SAMPLES, MAX_SEED = 1000, 16, 2**32 - 1  # numpy's seed range (set_determinism seeds numpy too)
-RANGES = {
-    "num_inference_steps": (int, 1, MAX_STEPS, True),
-    "guidance_scale_1": (float, 0.0, 100.0, True),
-    "guidance_scale_2": (float, 0.0, 100.0, True),
-    "strength": (float, 0.0, 1.0, False),
-    "num_samples": (int, 1, MAX_SAMPLES, True),
-    "seed": (int, 0, MAX_SEED, True),
-    "cache_interval": (int, 1, MAX_STEPS, True),
-    "views": (int, 1, 8, True),
-}
-# knobs that take only these values (views: bundle.tta.VIEWS; estimator: bundle.sampler.ESTIMATORS)
-CHOICES = {"views": (1, 2, 4, 8), "estimator": ("sample", "x0")}
 
 
 def _malloc_trim() -> None:
@@ -83,87 +69,26 @@ def _malloc_trim() -> None:
 _LIBC = None
 
 
-class RequestError(ValueError):
-    """A bad request (missing condition image, bad parameter, input the bundle rejects); answered with HTTP 400."""
-
-
-def _http_error(msg: str, status: int = 400) -> Exception:
+def _http_error(e: RequestError) -> Exception:
     try:  # inside the server: a 4xx with the message instead of a bare 500
         from fastapi import HTTPException
 
-        return HTTPException(status_code=status, detail=msg)
+        return HTTPException(status_code=e.status, detail=str(e))
     except ImportError:  # pragma: no cover - fastapi is a server dependency
-        return RequestError(msg)
-
-
-def _range_text(name: str) -> str:
-    if name in CHOICES:
-        return "one of " + ", ".join(map(str, CHOICES[name]))
-    typ, lo, hi, lo_incl = RANGES[name]
-    return f"{'an integer' if typ is int else 'a number'} in {'[' if lo_incl else '('}{lo}, {hi}]"
-
-
-def validate_knob(name: str, value: Any) -> Any:
-    """``value`` of knob ``name`` (after :func:`_cast`) checked against :data:`CHOICES` and :data:`RANGES`; a
-    RequestError naming the knob and its allowed values otherwise."""
-    if name == "seed" and value is None:  # null seed: not reproducible, allowed as in the bundle
-        return None
-    if name in CHOICES and value not in CHOICES[name]:
-        raise RequestError(f"{name} must be {_range_text(name)}, got {value!r}")
-    if name not in RANGES:
-        return value
-    typ, lo, hi, lo_incl = RANGES[name]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (lo <= value if lo_incl else lo < value) and value <= hi
-    if not ok:
-        raise RequestError(f"{name} must be {_range_text(name)}, got {value!r}")
-    return value
-
-
-def _cast(name: str, value: Any, default: Any) -> Any:
-    """Request/conf values arrive as JSON or as strings (``--conf``): cast them to the config default's type."""
-    if name == "guide":
-        if value is None or str(value).strip().lower() in ("", "none", "null", "default"):
-            return None
-        v = str(value).strip()
-        if v not in (*SEQUENCES, "regression"):
-            raise RequestError(f"guide must be one of {[*SEQUENCES, 'regression']} or null, got {value!r}")
-        return v
-    if name == "seed" and (value is None or str(value).strip().lower() in ("none", "null")):
-        return None
-    if isinstance(default, str):  # a text knob (estimator): its allowed values are checked by validate_knob
-        return str(value).strip()
-    try:
-        if isinstance(default, bool):
-            v = str(value).strip().lower()
-            if v in ("1", "true", "yes"):
-                return True
-            if v in ("0", "false", "no"):
-                return False
-            raise ValueError
-        if isinstance(value, bool):  # JSON true/false is no number
-            raise ValueError
-        if isinstance(default, int):
-            f = float(value)
-            if not math.isfinite(f) or f != int(f):
-                raise ValueError
-            return int(f)
-        if isinstance(default, float):
-            return float(value)
-    except (TypeError, ValueError, OverflowError):
-        what = "true or false" if isinstance(default, bool) else (
-            _range_text(name) if name in RANGES else f"a {type(default).__name__}")
-        raise RequestError(f"{name} must be {what}, got {value!r}") from None
-    return value
+        return e
 
 
 class SynthesisInferTask(InferTask):
     """Synthesizes the target sequence of ``task`` (``lge``, ``t2`` or ``bssfp``) from the case's two other ones."""
 
-    def __init__(self, bundle_root: Union[str, Path], task: str, conf: Dict[str, Any] | None = None):
+    def __init__(self, bundle_root: Union[str, Path], task: str, conf: Dict[str, Any] | None = None,
+                 studies: Union[str, Path, None] = None):
         from monai.bundle import ConfigParser
 
         self.bundle_root = Path(bundle_root).resolve()
+        # images and condition files are read only inside this folder (the server's --studies); None: the current
+        # working directory (a task used outside a server)
+        self.studies = Path(studies if studies is not None else Path.cwd()).resolve()
         self.config_files = [str(self.bundle_root / "configs" / f) for f in ("common.yaml", "inference.yaml")]
         raw = ConfigParser()
         raw.read_config(self.config_files)  # raw values only: nothing is instantiated here
@@ -175,10 +100,11 @@ class SynthesisInferTask(InferTask):
         self.profile = str(conf.get("profile") or raw.get("profile"))
         defaults = {k: raw.get(k) for k in KNOBS}
         defaults["guide"] = defaults["guide"] if defaults["guide"] is not None else ""  # shown as a text field
-        self._types = dict(defaults, num_inference_steps=0, num_samples=0, seed=0, cache_interval=0, views=0)
+        self._types = knob_types(defaults)
         for k in KNOBS:  # app-level defaults, e.g. `--conf num_inference_steps 10`
             if k in conf:
-                defaults[k] = validate_knob(k, _cast(k, conf[k], self._types[k])) if k != "guide" else (conf[k] or "")
+                v = validate_knob(k, cast_knob(k, conf[k], self._types[k]))
+                defaults[k] = v if k != "guide" else (v or "")
         # one synthesis at a time per model: the shared networks, the sampler's global RNG seeding (set_determinism)
         self._lock = threading.Lock()
         self._base = None  # the first workflow, initialized once: holds the networks (see _networks)
@@ -213,7 +139,7 @@ class SynthesisInferTask(InferTask):
         d = super().info()
         d.update(target=self.target, conditions=self.conditions, task=self.task,
                  networks_built=self.networks_built, networks_loaded=sorted(self._nets), requests=dict(self.requests),
-                 knob_ranges={k: _range_text(k) for k in RANGES})
+                 knob_ranges=range_texts())
         return d
 
     def _count(self, outcome: str) -> None:
@@ -225,37 +151,44 @@ class SynthesisInferTask(InferTask):
             out = self._run(dict(request))
         except RequestError as e:
             self._count("rejected")
-            raise _http_error(str(e)) from e
+            raise _http_error(e) from e
         except Exception as e:  # noqa: BLE001 - bad input the bundle rejects becomes a 400, bugs stay 500
             from bundle.__main__ import USER_ERRORS, root_cause
 
             root = root_cause(e)
             if isinstance(root, USER_ERRORS) or "nibabel" in type(root).__module__:
                 self._count("rejected")
-                raise _http_error(str(root).strip().strip('"') or type(root).__name__) from e
+                raise _http_error(RequestError(str(root).strip().strip('"') or type(root).__name__)) from e
             self._count("failed")
             raise
         self._count("ok")
         return out
 
     # -- implementation -------------------------------------------------------------------------------------------
-    def condition_files(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, str]]:
-        """(case name, {condition: path}) for the request; see the module docstring for the lookup order."""
-        image = request.get("image")
-        image = str(image) if isinstance(image, (str, os.PathLike)) and str(image) else None
-        folder = Path(image).parent if image else Path.cwd()
-        m = MYOPS_NAME.match(Path(image).name) if image else None
-        case = str(request.get("case_name") or (m.group("case") if m else "")) or (
-            re.sub(r"\.nii(\.gz)?$", "", Path(image).name) if image else "case")
-        files: Dict[str, str] = {}
+    def condition_files(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Path]]:
+        """(case name, {condition: path}) for the request; see the module docstring for the lookup order. Every path
+        is resolved inside the studies folder (ForbiddenPath otherwise) and the case name is checked against the
+        allow-list (lib/validation.py), so nothing of the request reaches the config parser as text it interprets."""
+        raw = request.get("image")
+        image = check_path(raw, self.studies, "image") if raw not in (None, "") else None
+        folder = image.parent if image else self.studies
+        m = MYOPS_NAME.match(image.name) if image else None
+        if request.get("case_name") not in (None, ""):
+            case = check_name(request["case_name"], "case_name")
+        else:
+            derived = m.group("case") if m else (re.sub(r"\.nii(\.gz)?$", "", image.name) if image else "case")
+            if not SAFE_NAME.fullmatch(derived) or set(derived) == {"."}:
+                raise RequestError(f"the case name {derived[:60]!r} taken from the image's file name has characters "
+                                   "other than A-Z a-z 0-9 _ . -: pass a case_name")
+            case = derived
+        files: Dict[str, Path] = {}
         for c in self.conditions:
             given = request.get(c)
-            if given:
-                p = Path(str(given))
-                p = p if p.is_absolute() else folder / p
+            if given not in (None, ""):
+                p = check_path(given, self.studies, c, base=folder)
                 if not p.is_file():
-                    raise RequestError(f"condition image {c} = {given!r} not found ({p})")
-                files[c] = str(p)
+                    raise RequestError(f"condition image {c} = {str(given)[:80]!r} not found in the studies folder")
+                files[c] = p
             elif m and m.group("seq") == c:
                 files[c] = image
             elif m:
@@ -263,36 +196,25 @@ class SynthesisInferTask(InferTask):
                 hit = next((p for p in found if p.is_file()), None)
                 if hit is None:
                     raise RequestError(f"task {self.task} needs the {c} image of case {m.group('case')!r}: "
-                                       f"{found[0]} not found; put it next to {Path(image).name} or pass "
-                                       f'params {{"{c}": "<path>"}}')
-                files[c] = str(hit)
+                                       f"{found[0].name} not found next to {image.name}; put it there or pass "
+                                       f'params {{"{c}": "<file in the studies folder>"}}')
+                files[c] = check_path(hit, self.studies, c)
             elif not image:
-                raise RequestError(f"no input image: give an image id of the datastore, upload a file, or pass "
-                                   f"the conditions of task {self.task} as params, e.g. "
-                                   f'{{"{self.conditions[0]}": "<path>", "{self.conditions[1]}": "<path>"}}')
+                raise RequestError(f"no input image: give an image id of the datastore, or pass the conditions of "
+                                   f"task {self.task} as params, e.g. "
+                                   f'{{"{self.conditions[0]}": "<file>", "{self.conditions[1]}": "<file>"}}')
             else:
                 raise RequestError(f"task {self.task} needs {' and '.join(self.conditions)}: the image "
-                                   f"{Path(image).name} is not named <case>_<C0|DE|T2>.nii.gz, "
+                                   f"{image.name} is not named <case>_<C0|DE|T2>.nii.gz, "
                                    f"so pass the conditions as params, e.g. "
-                                   f'{{"{self.conditions[0]}": "<path>", "{self.conditions[1]}": "<path>"}}')
+                                   f'{{"{self.conditions[0]}": "<file>", "{self.conditions[1]}": "<file>"}}')
         return case, files
 
     def knobs(self, request: Dict[str, Any]) -> Dict[str, Any]:
         """The sampler knobs of this request: each from the request, else the task's default (config/--conf), cast
         and checked against its allowed range (a RequestError naming the knob otherwise). Built fresh per request,
         so nothing of one request carries over to the next."""
-        knobs = {}
-        for k in KNOBS:
-            v = request[k] if k in request else self._config.get(k)
-            knobs[k] = validate_knob(k, _cast(k, v, self._types[k]))
-        g = knobs["guide"]
-        if g in SEQUENCES and g not in self.conditions:
-            raise RequestError(f"guide must be 'regression', 'default' (null) or a condition of task {self.task} "
-                               f"({' or '.join(self.conditions)}), got {g!r}")
-        if knobs["residual"] and g != "regression":
-            raise RequestError(f"residual true needs guide 'regression' (got guide {g or 'default'!r}): "
-                               "pass residual false to start from a condition sequence")
-        return knobs
+        return validate_knobs(request, self._config, self._types, self.task, self.conditions)
 
     def _workflow(self, **override: Any):
         from monai.bundle import ConfigWorkflow
@@ -351,8 +273,9 @@ class SynthesisInferTask(InferTask):
             with self._lock:
                 wait = time.time() - t0
                 nets = self._networks(guide=knobs["guide"] == "regression")
-                wf = self._workflow(input_files=files, case_name=case, output_dir=str(out_dir),
-                                    initialize=list(self._skip_init), **self._extra, **nets, **knobs)
+                data = dict(input_files=files, case_name=case, output_dir=str(out_dir), **knobs)
+                assert_plain_data(data)  # validated values only: nothing the config parser would interpret
+                wf = self._workflow(initialize=list(self._skip_init), **self._extra, **nets, **data)
                 wf.initialize()
                 wf.run()
                 wf.finalize()
@@ -372,7 +295,7 @@ class SynthesisInferTask(InferTask):
             "task": self.task,
             "target": self.target,
             "case": case,
-            "conditions": files,
+            "conditions": {c: str(p.relative_to(self.studies)) for c, p in files.items()},
             "params": knobs,
             "latencies": {"total": latency, "lock_wait": round(wait, 3)},
         }
