@@ -129,9 +129,10 @@ def agreement(synth: Sequence[float], real: Sequence[float]) -> dict[str, float]
 
 
 def radial_power_spectrum(image: Array) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged power spectrum |FFT2|² of an (X, Y) slice: (frequencies in cycles/pixel, mean power per
-    ring); rings are 1/min(X, Y) wide, up to Nyquist (0.5; the corners beyond it are not full rings)."""
+    """Radially averaged power spectrum |FFT2|² of an (X, Y) slice, mean subtracted: (frequencies in cycles/pixel,
+    mean power per ring); rings are 1/min(X, Y) wide, up to Nyquist (0.5; the corners beyond it are not full rings)."""
     img = _np(image).astype(np.float64)
+    img = img - img.mean()
     p = np.abs(np.fft.fft2(img)) ** 2
     fx, fy = np.meshgrid(np.fft.fftfreq(img.shape[0]), np.fft.fftfreq(img.shape[1]), indexing="ij")
     n = min(img.shape)
@@ -154,16 +155,24 @@ def hf_power_ratio(synth: Array, real: Array, cutoff: float = HF_CUTOFF) -> floa
     return hf_power(synth, cutoff) / h if h > 0 else math.nan
 
 
-def mean_gradient(image: Array) -> float:
-    """Mean gradient magnitude of an (X, Y) slice (central differences, ``np.gradient``), per pixel."""
+def mean_gradient(image: Array, mask: np.ndarray | None = None) -> float:
+    """Mean gradient magnitude of an (X, Y) slice (central differences, ``np.gradient``), per pixel of ``mask``
+    (bool (X, Y); None: the whole slice)."""
     gx, gy = np.gradient(_np(image).astype(np.float64))
-    return float(np.hypot(gx, gy).mean())
+    g = np.hypot(gx, gy)
+    return float(g[mask].mean() if mask is not None else g.mean())
 
 
 def gradient_ratio(synth: Array, real: Array) -> float:
-    """mean_gradient(synth) / mean_gradient(real); 1 = edges as strong as the real scan; NaN for a flat real slice."""
-    g = mean_gradient(real)
-    return mean_gradient(synth) / g if g > 0 else math.nan
+    """mean_gradient(synth) / mean_gradient(real) inside the body of the real slice (> 5 % of its p99.5,
+    :func:`bundle.realism.body_mask`); 1 = edges as strong as the real scan; NaN for a flat real slice."""
+    from bundle.realism import body_mask
+
+    body = body_mask(_np(real))
+    if not body.any():
+        return math.nan
+    g = mean_gradient(real, body)
+    return mean_gradient(synth, body) / g if g > 0 else math.nan
 
 
 def uncertainty_spearman(std: Array | None, synth: Array, real: Array) -> float:

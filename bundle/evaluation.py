@@ -19,6 +19,7 @@ from ignite.engine import Engine, Events
 from monai.metrics import PSNRMetric, SSIMMetric
 
 from bundle import clinical
+from bundle.realism import C2STCollector
 from bundle.clinical import CLINICAL_COLUMNS
 from bundle.data import SEQUENCES, DataError
 from bundle.io import atomic_write
@@ -69,13 +70,15 @@ class SynthesisMetrics:
     ``readout``: the lesion read-out, ``"auto"`` (from ``target``: DE -> ``"lge"``, T2 -> ``"t2"``, C0 -> none),
     ``"lge"``, ``"t2"`` or None. ``fwhm_fraction``, ``nsd_lge``/``nsd_t2`` (n of the n-SD threshold) and
     ``hf_cutoff`` (cycles/pixel) are the thresholds of :mod:`bundle.clinical`. ``inferer``: read after each
-    iteration for ``uncertainty_volume`` (B, 1, X, Y, S) or None (the per-voxel std of ``--num_samples`` > 1)."""
+    iteration for ``uncertainty_volume`` (B, 1, X, Y, S) or None (the per-voxel std of ``--num_samples`` > 1).
+    ``c2st``: run the real-vs-synthetic patch classifier of :mod:`bundle.realism` (the ``"realism"`` section of
+    summary.json, with its real-vs-real and real-vs-blurred controls)."""
 
     def __init__(self, output_dir: str | Path, task: str, target: str, extra: dict | None = None,
                  pred_channel: int = 0, prefix: str = "", readout: str | None = "auto",
                  fwhm_fraction: float = clinical.FWHM_FRACTION, nsd_lge: float = clinical.NSD_DEFAULT["lge"],
                  nsd_t2: float = clinical.NSD_DEFAULT["t2"], hf_cutoff: float = clinical.HF_CUTOFF,
-                 inferer=None) -> None:
+                 inferer=None, c2st: bool = True) -> None:
         self.output_dir, self.task, self.target = Path(output_dir), task, SEQUENCES.index(target)
         self.extra, self.pred_channel, self.prefix = dict(extra or {}), pred_channel, prefix
         self.readout = clinical.readout_of(target) if readout == "auto" else readout
@@ -85,6 +88,8 @@ class SynthesisMetrics:
         self.nsd = None if self.readout is None else float({"lge": nsd_lge, "t2": nsd_t2}[self.readout])
         self.uncertainty_slices = 0
         self.rows: list[dict] = []
+        self.c2st = C2STCollector() if c2st else None
+        self._realism: dict | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, lambda e: self.reset())
@@ -94,6 +99,9 @@ class SynthesisMetrics:
     def reset(self) -> None:
         self.rows.clear()
         self.uncertainty_slices = 0
+        self._realism = None
+        if self.c2st is not None:
+            self.c2st.reset()
 
     def iteration(self, engine: Engine) -> None:
         unc_batch = getattr(self.inferer, "uncertainty_volume", None)
@@ -118,6 +126,8 @@ class SynthesisMetrics:
                     std=None if unc is None else unc[..., s], fwhm_fraction=self.fwhm_fraction, nsd=self.nsd,
                     hf_cutoff=self.hf_cutoff)
                 self.uncertainty_slices += unc is not None
+                if self.c2st is not None:
+                    self.c2st.add(p.float().numpy(), r.float().numpy(), str(item["case"]))
                 self.rows.append({"task": self.task, "case": item["case"], "slice": s, **m, **c})
 
     def summary(self) -> dict:
@@ -129,7 +139,17 @@ class SynthesisMetrics:
                 "over_slices": {k: summary_stats(r[k] for r in self.rows) for k in COLUMNS},
                 "over_cases": {k: summary_stats(per_case[c][k] for c in cases) for k in COLUMNS},
                 "per_case": per_case,
-                "clinical": self.clinical_summary(cases)}
+                "clinical": self.clinical_summary(cases),
+                "realism": self.realism_summary()}
+
+    def realism_summary(self) -> dict | None:
+        """The ``"realism"`` section of summary.json: the C2ST accuracy of synthetic vs real patches and of the two
+        controls (:class:`bundle.realism.C2STCollector`), computed once per run; None when ``c2st`` is off."""
+        if self.c2st is None:
+            return None
+        if self._realism is None:
+            self._realism = self.c2st.summary()
+        return self._realism
 
     def clinical_summary(self, cases: list[str]) -> dict:
         """The ``"clinical"`` section of summary.json (see docs/clinical_metrics.md)."""
@@ -172,6 +192,11 @@ class SynthesisMetrics:
         print(f"[{self.task}] {s['slices']} slices of {s['cases']} cases: "
               + ", ".join(f"{k} {o[k]['mean']:.4f}±{o[k]['std']:.4f}" for k in COLUMNS))
         print(f"[{self.task}] clinical: " + clinical_line(s["clinical"]))
+        if s["realism"] is not None:
+            r = s["realism"]
+            print(f"[{self.task}] realism: C2ST {r['c2st']['accuracy']:.3f} (controls: real vs real "
+                  f"{r['control_real']['accuracy']:.3f}, real vs blurred {r['control_blur']['accuracy']:.3f}; "
+                  f"{r['c2st']['patches']} patches of {r['c2st']['cases']} cases)")
 
 
 def _nanmean(values) -> float:

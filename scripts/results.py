@@ -63,6 +63,9 @@ METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     # trained on the guide's data and augmentation (--baselines_dir; docs/results.md names the commands)
     "unet_l1": ("unet_l1", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
     "pix2pix": ("pix2pix", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
+    # one view: the generator's own output, not an average (the realism comparison; issue 31)
+    "pix2pix_1view": ("pix2pix, one view", [B + "image.yaml", B + "evaluate_image.yaml"],
+                      ["--method", "pix2pix", "--views", "1"]),
     "linear": ("linear fit a·c1 + b·c2 + c", [B + "image.yaml", B + "evaluate_image.yaml", B + "linear.yaml"], []),
 }
 # the same methods trained on the MyoPS cases alone with flips and rot90 (--myops_only_dir; v0.8.0's rows)
@@ -105,7 +108,7 @@ def label(key: str, overrides: list[str]) -> str:
     k = knobs(key, overrides)
     if key == "copy":
         return name
-    if key in ("guide", "unet_l1", "pix2pix", "linear", *MYOPS_ONLY):  # image-space: only the views apply
+    if key in ("guide", "unet_l1", "pix2pix", "pix2pix_1view", "linear", *MYOPS_ONLY):  # image-space: only views
         return name if int(k["views"]) == 1 else f"{name}, mean of {k['views']} test-time views"
     k["views"] = effective_views(k["views"], k["num_samples"])  # what the sampler runs with N samples
     if k["estimator"] == "sample":  # the default chain to t = 0: labels name only the one-step estimate
@@ -119,8 +122,8 @@ def weights_of(key: str, args) -> list[Path]:
     """The weights files a method is evaluated with (none for the copy reference)."""
     if key == "copy":
         return []
-    if key in ("ldm_plain", "unet_l1", "pix2pix", "linear"):
-        return [args.baselines_dir / f"{key}_{args.profile}_any.pt"]
+    if key in ("ldm_plain", "unet_l1", "pix2pix", "pix2pix_1view", "linear"):
+        return [args.baselines_dir / f"{key.split('_1view')[0]}_{args.profile}_any.pt"]
     if key in MYOPS_ONLY:
         return [args.myops_only_dir / f"{MYOPS_ONLY[key]}_{args.profile}_any.pt"]
     sets = dict(kv.split("=", 1) for kv in args.set)
@@ -295,6 +298,33 @@ CLIN_REALISM = (("HF power ratio", "hf_ratio", 2), ("gradient ratio", "grad_rati
                 ("uncertainty ρ", "unc_spearman", 2))
 
 
+def realism_table(results: dict[str, dict[str, dict]], labels: dict[str, str]) -> str:
+    """Per method and task: C2ST accuracy (real vs synthetic patches; 0.5 = indistinguishable), high-frequency power
+    ratio and gradient ratio (synthetic / real; 1 = as sharp as the scan), then the C2ST controls of each task."""
+    head = [f"{t} {c}" for t in TASKS for c in ("C2ST", "HF ratio", "grad ratio")]
+    out = ["| method | " + " | ".join(head) + " |", "|---" * (1 + len(head)) + "|"]
+    controls: dict[str, dict] = {}
+    for k, r in results.items():
+        if not any(r.get(t) for t in TASKS):
+            continue
+        cells = []
+        for t in TASKS:
+            s = r.get(t) or {}
+            real, o = s.get("realism") or {}, (s.get("clinical") or {}).get("over_slices", {})
+            acc = (real.get("c2st") or {}).get("accuracy", float("nan"))
+            cells += [f"{acc:.2f}"] + [f"{o[c]['mean']:.2f}" if o.get(c) and o[c]["n"] else "–"
+                                       for c in ("hf_ratio", "grad_ratio")]
+            if real and t not in controls:
+                controls[t] = real
+        out.append(f"| {labels[k]} | " + " | ".join(cells) + " |")
+    if len(out) == 2:
+        return ""
+    ctl = "; ".join(f"{t}: real vs real {c['control_real']['accuracy']:.2f}, real vs blurred (σ "
+                    f"{c['recipe']['blur_sigma']} px) {c['control_blur']['accuracy']:.2f}"
+                    for t, c in controls.items())
+    return ("\n".join(out) + f"\n\nC2ST controls on the same slices ({ctl}).").replace("nan", "–")
+
+
 def clinical_tables(results: dict[str, dict[str, dict]], labels: dict[str, str]) -> str:
     """Per task: the lesion read-out (lge, t2) and realism columns of every evaluated method, mean over slices."""
     out = []
@@ -389,18 +419,20 @@ def main() -> None:
         results[key] = {t: evaluate(key, t, args, args.output_dir / key / t) for t in TASKS}
     md = table(results, labels)
     clin = clinical_tables(results, labels)
+    realism = realism_table(results, labels)
     paired = paired_table(results, labels, args.output_dir)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("table", md), ("clinical", clin), ("paired", paired)):
+    for name, text in (("table", md), ("clinical", clin), ("realism", realism), ("paired", paired)):
         (args.output_dir / f"{name}.md").write_text(text + "\n")
     print(md)
     print(clin)
+    print(realism)
     print(paired)
     if args.only and not tune or str(args.doc) == os.devnull:
         return  # a partial validation table is not written into the docs (the tuning-fold table may be partial)
     doc = args.doc.read_text()
-    blocks = (("tune", md), ("clinical_tune", clin), ("paired_tune", paired)) if tune else \
-        (("results", md), ("clinical", clin), ("paired", paired))
+    blocks = (("tune", md), ("clinical_tune", clin), ("realism_tune", realism), ("paired_tune", paired)) if tune else \
+        (("results", md), ("clinical", clin), ("realism", realism), ("paired", paired))
     for marker, text in blocks:
         if not text:
             continue
