@@ -42,7 +42,12 @@ def guard_shipped(path: str | Path, overwrite_shipped: bool = False, backup: boo
     file is moved to ``<name>.bak`` (an older backup is replaced) when ``backup``. Training calls it with
     ``backup=False`` at its start (refuse before hours of work, not after) and ``save_weights`` before writing."""
     path, overwrite_shipped = Path(path), flag(overwrite_shipped, "overwrite_shipped")
-    if path.resolve() not in shipped_files() or not path.exists():
+    if path.resolve().parent == (REPO_ROOT / "models").resolve() and path.resolve() not in shipped_files(REPO_ROOT) \
+            and not overwrite_shipped:
+        raise WeightsError(f"refusing to write {path} into the shipped models folder: inference there loads only the "
+                           "files large_files.yml lists; export elsewhere (--export_dir, default <output_dir>/models) "
+                           "or pass --overwrite_shipped true")
+    if path.resolve() not in shipped_files(REPO_ROOT) or not path.exists():
         return
     if not overwrite_shipped:
         raise WeightsError(f"refusing to replace the shipped weights {path} (listed in large_files.yml): export "
@@ -136,10 +141,17 @@ def export_best(network: nn.Module, best_checkpoint: str | Path, path: str | Pat
 
 def diffusion_weights_path(models_dir: str | Path, profile: str, task: str, prefix: str = "diffusion") -> Path:
     """The weights for ``task``: ``<prefix>_<profile>_<task>.pt`` if present, else the all-task
-    ``<prefix>_<profile>_any.pt``; a clear error naming both when neither exists."""
+    ``<prefix>_<profile>_any.pt``; a clear error naming both when neither exists. In the bundle's own ``models/``
+    only the files large_files.yml lists count, so no file a training run left there can shadow the shipped weights
+    (name such a file explicitly, e.g. ``--diffusion_weights <path>``, to use it)."""
     models_dir = Path(models_dir)
     tried = [models_dir / f"{prefix}_{profile}_{task}.pt", models_dir / f"{prefix}_{profile}_any.pt"]
+    shipped_dir = models_dir.resolve() == (REPO_ROOT / "models").resolve()
+    listed = shipped_files(REPO_ROOT) if shipped_dir else set()
     for p in tried:
+        if p.is_file() and shipped_dir and p.resolve() not in listed:
+            print(f"note: {p} is not a shipped file (large_files.yml) and is ignored; pass it explicitly to use it")
+            continue
         if p.is_file():
             return p
     raise WeightsError(f"no {prefix} weights for task {task!r}, profile {profile!r}: looked for "

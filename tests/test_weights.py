@@ -195,6 +195,31 @@ def test_shipped_weights_are_never_replaced_silently(tmp_path, monkeypatch):
     assert other.is_file()
 
 
+def test_training_outputs_cannot_shadow_the_shipped_models(tmp_path, monkeypatch):
+    """In the bundle's models/ only large_files.yml's files are looked up: a per-task file a training run left there
+    is ignored (elsewhere, e.g. --models_dir, the per-task file still comes first), and a training export of a new
+    file into models/ is refused without --overwrite_shipped."""
+    import bundle.weights as W
+
+    root = tmp_path / "repo"
+    (root / "models").mkdir(parents=True)
+    (root / "large_files.yml").write_text('large_files:\n  - {path: "models/diffusion_cpu_any.pt"}\n')
+    any_, lge = root / "models" / "diffusion_cpu_any.pt", root / "models" / "diffusion_cpu_lge.pt"
+    any_.write_bytes(b"shipped")
+    lge.write_bytes(b"left by a training run")
+    monkeypatch.setattr(W, "REPO_ROOT", root)
+    assert W.diffusion_weights_path(root / "models", "cpu", "lge") == any_
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "diffusion_cpu_any.pt").write_bytes(b"a")
+    (mine / "diffusion_cpu_lge.pt").write_bytes(b"b")
+    assert W.diffusion_weights_path(mine, "cpu", "lge") == mine / "diffusion_cpu_lge.pt"
+    with pytest.raises(W.WeightsError, match="refusing to write .* into the shipped models folder"):
+        W.guard_shipped(root / "models" / "diffusion_cpu_t2.pt", False, backup=False)
+    W.guard_shipped(root / "models" / "diffusion_cpu_t2.pt", True, backup=False)  # asked for: allowed
+    W.guard_shipped(mine / "diffusion_cpu_t2.pt", False, backup=False)  # elsewhere: free
+
+
 def test_large_files_lists_the_shipped_models():
     import bundle.weights as W
 
