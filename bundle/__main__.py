@@ -2,7 +2,9 @@
 corrupt or mismatching file, wrong weights, an out-of-range knob, an unwritable output folder) ends with one line
 ``error: <what, naming the file or field>`` on stderr and exit code 2 instead of MONAI's chained traceback.
 User errors are the exceptions of ``bundle.errors`` (``UserError``: ``DataError``, ``WeightsError``, ``ConfigError``),
-``FileNotFoundError``/``PermissionError`` and nibabel's read errors; the engines' own error log lines (ignite's
+raised where the input is checked (the loader turns a file's read errors into ``DataError``), and an OS refusal naming
+a file (``FileNotFoundError``/``PermissionError``), found at the bottom of the explicit ``raise ... from`` chain only
+(:func:`root_cause`); the engines' own error log lines (ignite's
 "terminating due to exception", MONAI's ``StatsHandler`` traceback) are dropped so that the one line is all a user
 sees. Other errors (bugs) keep their full traceback. Outputs are written atomically, so nothing half-written remains."""
 
@@ -12,9 +14,6 @@ import logging
 import sys
 
 from bundle.errors import UserError
-
-USER_ERRORS = (UserError, FileNotFoundError, PermissionError)
-
 
 class EngineErrorFilter(logging.Filter):
     """Drops the engines' error records (ignite's "... terminating due to exception", MONAI StatsHandler's logged
@@ -45,14 +44,19 @@ def _quiet_engine_errors() -> None:
 
 
 def root_cause(e: BaseException) -> BaseException:
-    """The innermost exception of a ``raise ... from`` / context chain (MONAI wraps config errors twice), followed as
-    Python prints it: ``raise X from None`` ends the chain at ``X`` (e.g. a ``WeightsError`` raised while handling
-    torch's size-mismatch ``RuntimeError``)."""
-    while True:
-        nxt = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
-        if nxt is None:
-            return e
-        e = nxt
+    """The innermost exception of an explicit ``raise ... from`` chain (MONAI wraps an error of a config expression
+    or instantiation twice, each ``from`` the one below). An exception merely raised while another was being handled
+    (the implicit ``__context__``) is not followed: a ``KeyError`` raised in an ``except FileNotFoundError`` block is
+    a ``KeyError``."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def is_user_error(e: BaseException) -> bool:
+    """A user error: one of the bundle's own :class:`~bundle.errors.UserError` (raised where the input is checked),
+    or an OS refusal that names the file (missing, not permitted); nothing is guessed from the message."""
+    return isinstance(e, UserError) or (isinstance(e, (FileNotFoundError, PermissionError)) and e.filename is not None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except Exception as e:  # noqa: BLE001 - classified below
         root = root_cause(e)
-        if isinstance(root, USER_ERRORS) or "nibabel" in type(root).__module__ or "ImageFileError" in type(root).__name__:
+        if is_user_error(root):
             msg = str(root).strip().strip('"') or type(root).__name__
             print(f"error: {msg}", file=sys.stderr)
             return 2

@@ -23,3 +23,36 @@ def flag(value: object, field: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
         return value.strip().lower() in ("true", "yes", "1")
     raise ConfigError(f"{field} must be true or false, got {value!r}")
+
+
+def number(value: object, field: str, kind: type = float, low: float | None = None, high: float | None = None,
+           low_open: bool = False, allow_none: bool = False) -> int | float | None:
+    """A numeric knob read where it is used: ``value`` (a number, or the string the command line passes) as ``kind``
+    (int or float) inside [``low``, ``high``] (``low_open``: ``low`` excluded); None passes with ``allow_none``.
+    Anything else is a :class:`ConfigError` naming ``field`` and the allowed range."""
+    import math
+
+    if value is None and allow_none:
+        return None
+    what = ("an integer" if kind is int else "a number") + (
+        "" if low is None and high is None else
+        f" in {'(' if low_open else '['}{'-inf' if low is None else low}, {'inf' if high is None else high}]")
+    if allow_none:
+        what += " or null"
+    try:
+        if isinstance(value, bool) or value is None:
+            raise ValueError
+        v = float(value.strip()) if isinstance(value, str) else float(value)
+        if not math.isfinite(v) or (kind is int and v != int(v)):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{field} must be {what}, got {value!r}") from None
+    if (low is not None and (v <= low if low_open else v < low)) or (high is not None and v > high):
+        raise ConfigError(f"{field} must be {what}, got {value!r}")
+    return int(v) if kind is int else v
+
+
+
+def seed(value: object) -> int | None:
+    """The ``seed`` knob as read by ``set_determinism``: an integer in [0, 2^32 − 1] (numpy's range) or null."""
+    return number(value, "seed", int, 0, 2**32 - 1, allow_none=True)

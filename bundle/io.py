@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from bundle.data import SEQUENCES, DataError
+from bundle.errors import number
 from bundle.transforms import fov_offsets, paste_fov
 
 
@@ -50,12 +51,34 @@ def atomic_write(path: Path, write) -> Path:
     return path
 
 
-def save_nifti_like(volume: np.ndarray, reference: str | Path, path: str | Path,
-                    protected: Sequence[str | Path] = (), descrip: str | None = None) -> Path:
-    """Write ``volume`` (X, Y, S) float32 with ``reference``'s affine and header, atomically; ``descrip`` (at most
-    80 characters, longer is cut) replaces the header's description.
+def atomic_write_all(items: Sequence[tuple[Path, Callable[[str], object]]]) -> list[Path]:
+    """All or nothing: call every ``write(tmp)`` of ``items`` ((path, write) pairs) on a temp file beside its path
+    (as :func:`atomic_write`), and only when all of them succeeded rename each onto its path; a failing write
+    removes every temp file and leaves every ``path`` as it was (no half-written set of outputs)."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, write in items:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+            os.close(fd)
+            staged.append((tmp, path))
+            write(tmp)
+            os.chmod(tmp, 0o644)
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return [path for _, path in staged]
 
-    Refuses to write onto ``reference`` or any path in ``protected`` (the inputs)."""
+
+def nifti_writer(volume: np.ndarray, reference: str | Path, path: str | Path,
+                 protected: Sequence[str | Path] = (), descrip: str | None = None) -> Callable[[str], None]:
+    """The ``write(tmp)`` of :func:`save_nifti_like` (for :func:`atomic_write_all`), after its checks: refuses a
+    ``path`` that is ``reference`` or any path in ``protected`` (the inputs) before anything is written."""
     path = Path(path)
     for q in [reference, *protected]:
         if Path(q).exists() and path.exists() and path.resolve() == Path(q).resolve():
@@ -68,12 +91,20 @@ def save_nifti_like(volume: np.ndarray, reference: str | Path, path: str | Path,
     img.set_sform(ref.affine if int(ref.header["sform_code"]) else None, code=int(ref.header["sform_code"]))
     if descrip is not None:
         img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
-    return atomic_write(path, lambda tmp: nib.save(img, tmp))
+    return lambda tmp: nib.save(img, tmp)
 
 
-def save_png(tiles: Sequence[np.ndarray], titles: Sequence[str], path: str | Path) -> Path:
-    """A one-row grayscale preview of 2D ``tiles`` in [0, 1] (each (X, Y), shown X across and Y up), labelled
-    with ``titles``."""
+def save_nifti_like(volume: np.ndarray, reference: str | Path, path: str | Path,
+                    protected: Sequence[str | Path] = (), descrip: str | None = None) -> Path:
+    """Write ``volume`` (X, Y, S) float32 with ``reference``'s affine and header, atomically; ``descrip`` (at most
+    80 characters, longer is cut) replaces the header's description.
+
+    Refuses to write onto ``reference`` or any path in ``protected`` (the inputs)."""
+    return atomic_write(Path(path), nifti_writer(volume, reference, path, protected, descrip))
+
+
+def png_writer(tiles: Sequence[np.ndarray], titles: Sequence[str]) -> Callable[[str], None]:
+    """The ``write(tmp)`` of :func:`save_png` (for :func:`atomic_write_all`)."""
     from PIL import Image, ImageDraw
 
     nx, ny = tiles[0].shape  # shown transposed: X across (width), Y up (height)
@@ -83,7 +114,13 @@ def save_png(tiles: Sequence[np.ndarray], titles: Sequence[str], path: str | Pat
         arr = (np.clip(np.asarray(t, dtype=np.float32), 0, 1) * 255).astype(np.uint8)
         canvas.paste(Image.fromarray(arr.T[::-1]), (i * nx, 14))  # rows = Y (anterior up), cols = X
         draw.text((i * nx + 3, 1), name, fill=255)
-    return atomic_write(Path(path), lambda tmp: canvas.save(tmp, format="PNG"))
+    return lambda tmp: canvas.save(tmp, format="PNG")
+
+
+def save_png(tiles: Sequence[np.ndarray], titles: Sequence[str], path: str | Path) -> Path:
+    """A one-row grayscale preview of 2D ``tiles`` in [0, 1] (each (X, Y), shown X across and Y up), labelled
+    with ``titles``."""
+    return atomic_write(Path(path), png_writer(tiles, titles))
 
 
 def try_call(fn, default=None):
@@ -169,10 +206,24 @@ def sliding_fill(field: torch.Tensor, inferer, network, fov: int, overlap: float
     return out[:, 0].permute(1, 2, 0).clamp(0, 1).float().cpu()
 
 
+# what each file of a case is (the sidecar's ``files`` / ``roles``)
+ROLES = {
+    "mean": "the mean of the num_samples samples: the PSNR-optimal estimate, blurred where the samples disagree",
+    "sample": "one sample (the first of the num_samples; with estimator x0 the first one-step estimate): "
+              "realistic-looking and sharper than the mean, but it may show structure that is not in the patient",
+    "std": "per-voxel standard deviation of the samples (the field of view only, 0 outside)",
+    "prediction": "the inferer's prediction (not a diffusion sampler)",
+    "preview": "PNG preview of the middle slice",
+}
+
+
 class SaveSynthesisd(MapTransform):
-    """Evaluator post-processing: writes ``<case>_<SEQ>_<suffix>.nii.gz`` (suffix ``synth``) (and ``_uncertainty``
-    when the inferer produced one) on the grid of the case's first condition file, its sidecar
-    ``<case>_<SEQ>_<suffix>.json``, plus the preview ``<case>_<SEQ>_<suffix>.png``.
+    """Evaluator post-processing: writes ``<case>_<SEQ>_<suffix>.nii.gz`` (suffix ``synth``) on the grid of the
+    case's first condition file, its sidecar ``<case>_<SEQ>_<suffix>.json``, plus the preview
+    ``<case>_<SEQ>_<suffix>.png``; with a sampler of ``num_samples`` N > 1 (``bundle.sampler.CMRDiffSampler``) also
+    ``_uncertainty`` (its ``uncertainty_volume``) and the output ``synth_output`` did not choose: ``_sample`` (its
+    ``sample_volume``, the first sample) when ``pred`` is the mean, ``_mean`` (its ``mean_volume``) when ``pred`` is
+    the sample. The sidecar's ``files`` names each file's role (``mean``, ``sample``, ``std``, ...).
 
     ``pred`` (1, fov, fov, S) is the synthesis of the model's field of view. With ``field`` (3, X', Y', S: the whole
     reoriented, resampled and normalised input field) and ``field_affine``, the whole field is synthesized: the FOV
@@ -181,9 +232,12 @@ class SaveSynthesisd(MapTransform):
     ``guide_network``, the regressor of ``guide: regression``), or, without one, the inferer itself in sliding
     fov x fov windows (``network`` needed), or, for a reconstruction (target among the conditions), the input. The
     result is mapped back onto the input's grid (MONAI ``ResampleToMatch``) and keeps the input's affine and header.
-    Without ``field`` (old callers) ``pred`` is pasted into the native grid (0 outside the field of view).
+    The other output (mean or sample) takes the same path, with the same fill. Without ``field`` (old callers)
+    ``pred`` is pasted into the native grid (0 outside the field of view).
     ``image`` (3, fov, fov, S) provides the conditions for a preview without ``field``.
     ``provenance`` (task, knobs, ``weights`` {name: path}) goes into the sidecar, with each weights file's md5.
+    A case's files are written all or nothing (:func:`atomic_write_all`); outputs of an earlier sampler run of the
+    same case that this run does not write (``_sample``, ``_mean``, ``_uncertainty``) are removed after it.
     """
 
     def __init__(self, output_dir: str | Path, target: str, conditions: Sequence[str], inferer=None,
@@ -193,21 +247,39 @@ class SaveSynthesisd(MapTransform):
         super().__init__(keys)
         self.output_dir, self.target, self.conditions = Path(output_dir), target, list(conditions)
         self.inferer, self.preview, self.suffix, self.pred_channel = inferer, preview, suffix, pred_channel
-        self.fill_network, self.network, self.feather = fill_network, network, int(feather)
+        self.fill_network, self.network = fill_network, network
+        self.feather = int(number(feather, "fill_feather", int, 0))
         self.image_size = image_size if image_size is not None else getattr(inferer, "image_size", None)
         self.provenance = dict(provenance or {})
         self.written: list[Path] = []
-        self._unc: tuple[object, int] = (None, 0)  # (the inferer's current uncertainty batch, next item in it)
+        # per inferer attribute: (its current batch, next item in it)
+        self._items: dict[str, tuple[object, int]] = {}
+
+    def _batch_item(self, attr: str) -> np.ndarray | None:
+        """This item's (X, Y, S) slice of the inferer's ``attr`` (B, 1, X, Y, S), or None: post-processing runs
+        once per item of a batch, in order, so the k-th call since the batch changed takes item k."""
+        vol = getattr(self.inferer, attr, None)
+        if vol is None:
+            return None
+        last, k = self._items.get(attr, (None, 0))
+        k = k if last is vol else 0
+        self._items[attr] = (vol, k + 1)  # holds the batch: a new batch is a new object (its id is never reused)
+        return vol[min(k, vol.shape[0] - 1), 0].float().cpu().numpy()
 
     def _uncertainty(self) -> np.ndarray | None:
-        """This item's (X, Y, S) slice of the inferer's ``uncertainty_volume`` (B, 1, X, Y, S): post-processing
-        runs once per item of a batch, in order, so the k-th call since the batch changed takes item k."""
-        unc = getattr(self.inferer, "uncertainty_volume", None)
-        if unc is None:
-            return None
-        k = self._unc[1] if self._unc[0] is unc else 0
-        self._unc = (unc, k + 1)  # holds the batch: a new batch is a new object (its id is never reused meanwhile)
-        return unc[min(k, unc.shape[0] - 1), 0].float().cpu().numpy()
+        """This item's (X, Y, S) slice of the inferer's ``uncertainty_volume`` (B, 1, X, Y, S), or None."""
+        return self._batch_item("uncertainty_volume")
+
+    def roles(self) -> tuple[str, str | None, int | None, str | None]:
+        """(role of ``pred``, role of the other output or None, num_samples or None, synth_output or None), from
+        the inferer: a sampler (``synth_output`` and ``num_samples`` attributes) with N > 1 returns the mean or
+        the sample and keeps the other; with N 1 its output is the single sample; other inferers: a prediction."""
+        choice, n = getattr(self.inferer, "synth_output", None), getattr(self.inferer, "num_samples", None)
+        if choice is None or n is None:
+            return "prediction", None, None, None
+        if int(n) == 1:
+            return "sample", None, 1, str(choice)
+        return str(choice), ("sample" if choice == "mean" else "mean"), int(n), str(choice)
 
     def fill(self, field: torch.Tensor, fov: int) -> tuple[np.ndarray, str]:
         """(X', Y', S) synthesis of the whole field around the model's ``fov``, and the method's name."""
@@ -240,7 +312,9 @@ class SaveSynthesisd(MapTransform):
         fov = pred.shape[0]
         base = f"{case}_{self.target}_{self.suffix}"
         out = self.output_dir / f"{base}.nii.gz"
+        role, other_role, n_samples, choice = self.roles()
         u = self._uncertainty()
+        other = self._batch_item(f"{other_role}_volume") if other_role else None  # (fov, fov, S) or None
         field = d.get("field")
         norm = json.loads(d["norm"]) if isinstance(d.get("norm"), str) else None
         geometry = json.loads(d["geometry"]) if isinstance(d.get("geometry"), str) else None
@@ -249,10 +323,17 @@ class SaveSynthesisd(MapTransform):
             faff = np.asarray(torch.as_tensor(d["field_affine"]).double().cpu().numpy())
             fill, method = self.fill(field, fov)
             w = feather_weight(fov, fill.shape, self.feather)[..., None]
-            whole = w * paste_fov(pred, fill.shape) + (1 - w) * fill
-            vol = np.clip(to_input_grid(whole, faff, ref), 0, 1)
+
+            def to_output(fov_vol: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+                """(fov, fov, S) -> (the whole field (X', Y', S), the volume on the input's grid)."""
+                whole = w * paste_fov(fov_vol, fill.shape) + (1 - w) * fill
+                return whole, np.clip(to_input_grid(whole, faff, ref), 0, 1)
         else:
-            whole, method, vol = None, "none (0 outside the field of view)", paste_fov(pred, native)
+            method = "none (0 outside the field of view)"
+
+            def to_output(fov_vol: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+                return None, paste_fov(fov_vol, native)
+        whole, vol = to_output(pred)
         t = SEQUENCES.index(self.target)
         win = norm[t] if norm else None
         if win and win.get("present"):
@@ -261,13 +342,24 @@ class SaveSynthesisd(MapTransform):
         else:
             units = "[0,1]=target window [0,p99.5] of FOV (training protocol)"
         descrip = f"CMRDiff {self.provenance.get('task', '')} {self.target} {self.suffix} {units}"
-        case_files = [save_nifti_like(vol, ref, out, inputs, descrip=descrip)]
+        niftis = [(out, nifti_writer(vol, ref, out, inputs, descrip=descrip))]
+        files = {out.name: role}
+        if other is not None:
+            opath = self.output_dir / f"{case}_{self.target}_{other_role}.nii.gz"
+            niftis.append((opath, nifti_writer(to_output(other)[1], ref, opath, inputs,
+                                               descrip=f"CMRDiff {self.provenance.get('task', '')} {self.target} "
+                                                       f"{other_role} {units}")))
+            files[opath.name] = other_role
         if u is not None:
             uvol = paste_fov(u, field.shape[1:]) if field is not None else None
             uvol = np.clip(to_input_grid(uvol, faff, ref), 0, None) if uvol is not None else paste_fov(u, native)
-            case_files.append(save_nifti_like(uvol, ref, self.output_dir / f"{case}_{self.target}_uncertainty.nii.gz",
-                                              inputs, descrip=f"CMRDiff {self.target} std of samples, FOV only"))
-        self.written += case_files
+            upath = self.output_dir / f"{case}_{self.target}_uncertainty.nii.gz"
+            niftis.append((upath, nifti_writer(uvol, ref, upath, inputs,
+                                               descrip=f"CMRDiff {self.target} std of samples, FOV only")))
+            files[upath.name] = "std"
+        png = self.output_dir / f"{base}.png"
+        if self.preview:
+            files[png.name] = "preview"
         sidecar = {
             "file": out.name, "case": case, "target": self.target, "conditions": self.conditions,
             "inputs": {s: str(d[f"{s}_path"]) for s in SEQUENCES if f"{s}_path" in d},
@@ -275,6 +367,8 @@ class SaveSynthesisd(MapTransform):
                      "intensity window (training protocol [0, p99.5] of the field of view; a given signed reference: "
                      "its [p0.5, p99.5]); see `descrip` and `normalisation`",
             "descrip": descrip[:79],
+            "synth_output": choice, "num_samples": n_samples,
+            "files": files, "roles": {r: ROLES[r] for r in dict.fromkeys(files.values())},
             **{k: v for k, v in self.provenance.items() if k != "weights"},
             "weights": self.weights_md5(),
             "normalisation": norm,
@@ -284,10 +378,10 @@ class SaveSynthesisd(MapTransform):
             "whole_field": {"method": method, "feather_voxels": self.feather if field is not None else None,
                             "note": "the field of view is synthesized by the model; outside it, by `method`, "
                                     "blended over `feather_voxels` at the FOV border"},
-            "outputs": [p.name for p in case_files],
+            "outputs": [p.name for p, _ in niftis],
         }
         js = self.output_dir / f"{base}.json"
-        self.written.append(atomic_write(js, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2))))
+        items = [*niftis, (js, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2)))]
         if self.preview:
             s = pred.shape[-1] // 2
             if field is not None:
@@ -295,10 +389,18 @@ class SaveSynthesisd(MapTransform):
             else:
                 img, syn = torch.as_tensor(d["image"]).float().cpu().numpy(), pred
             tiles = [img[SEQUENCES.index(c), :, :, s] for c in self.conditions] + [syn[:, :, s]]
-            titles = [f"{c} (input)" for c in self.conditions] + [f"{self.target} {self.suffix}"]
+            title = f"{self.target} {self.suffix}" + (f" ({role})" if other_role and role != "mean" else "")
+            titles = [f"{c} (input)" for c in self.conditions] + [title]
             if d.get("present", [True] * 3)[SEQUENCES.index(self.target)]:
                 ref_img = img[SEQUENCES.index(self.target), :, :, s]
                 tiles += [ref_img, np.abs(syn[:, :, s] - ref_img)]
                 titles += [f"{self.target} reference", "|error|"]
-            self.written.append(save_png(tiles, titles, self.output_dir / f"{base}.png"))
+            items.append((png, png_writer(tiles, titles)))
+        self.written += atomic_write_all(items)
+        if n_samples is not None:  # a sampler's run: its files of an earlier run with other settings would mislead
+            keep = {p.resolve() for p, _ in items} | {Path(q).resolve() for q in inputs}
+            for r in ("sample", "mean", "uncertainty"):
+                stale = self.output_dir / f"{case}_{self.target}_{r}.nii.gz"
+                if stale.is_file() and stale.resolve() not in keep:
+                    stale.unlink()
         return d

@@ -18,9 +18,13 @@ channel is ignored) to the synthesized target (B, 1, H, W) in [0, 1]:
 With ``cache_interval`` k > 1 (DeepCache, ``bundle.deepcache``) only every k-th step runs the whole UNet; the steps
 in between reuse its deep features and run the full-resolution blocks alone (same number of steps, less work).
 With ``num_samples`` N > 1 the N samples run in the same batch; the mean is returned and the per-pixel
-standard deviation is kept in ``self.uncertainty``. With ``views`` V > 1 (``bundle.tta``) the N samples are spread
-over up to V flipped/transposed views of the input (``bundle.tta.effective_views``: the most that divide N; N/V
-samples each, the guide run in each view), mapped back before the mean: the same work as N samples of one view.
+standard deviation is kept in ``self.uncertainty``; the first of the N samples (identity view, first noise draw) is
+kept beside them, so a caller can write one realistic sample too. ``synth_output`` picks what is returned: ``"mean"``
+(default: the PSNR-optimal estimate, blurred where the samples disagree) or ``"sample"`` (that first sample: sharper,
+but it may show structure that is not in the patient); the other one is kept (``mean_volume`` / ``sample_volume``).
+With ``views`` V > 1 (``bundle.tta``) the N samples are spread over up to V flipped/transposed views of the input
+(``bundle.tta.effective_views``: the most that divide N; N/V samples each, the guide run in each view), mapped back
+before the mean: the same work as N samples of one view.
 With ``estimator="x0"`` each sample stops after its first step and returns that step's estimate of the clean latent
 (the denoiser's posterior mean given the noised start, ``x̂0 = (z_t − √(1−ᾱ_t)·ε̃) / √ᾱ_t``): one network call
 instead of ``int(steps·strength)``; the mean over N noise draws and V views is then a smoothed posterior mean and
@@ -45,6 +49,7 @@ from bundle.tta import effective_views, stack_views, unstack_views
 
 
 ESTIMATORS = ("sample", "x0")
+SYNTH_OUTPUTS = ("mean", "sample")  # what ``__call__`` returns (and the workflow writes as ``_synth``) when N > 1
 
 
 class CMRDiffSampler(Inferer):
@@ -70,6 +75,7 @@ class CMRDiffSampler(Inferer):
         residual: bool = False,
         views: int = 1,
         estimator: str = "sample",
+        synth_output: str = "mean",
     ) -> None:
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
@@ -93,6 +99,8 @@ class CMRDiffSampler(Inferer):
         _check("cache_interval", cache_interval, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         if estimator not in ESTIMATORS:
             raise ConfigError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
+        if synth_output not in SYNTH_OUTPUTS:
+            raise ConfigError(f"synth_output must be one of {list(SYNTH_OUTPUTS)}, got {synth_output!r}")
         if compile and cache_interval > 1:
             raise ConfigError("compile and cache_interval > 1 cannot be combined: choose one")
         self.scheduler, self.autoencoder, self.scale_factor = scheduler, autoencoder, float(scale_factor)
@@ -105,10 +113,16 @@ class CMRDiffSampler(Inferer):
         self.strength, self.num_samples, self.seed, self.progress = float(strength), int(num_samples), seed, progress
         self.image_size, self.compile, self.cache_interval = image_size, bool(compile), int(cache_interval)
         self.views = effective_views(views, int(num_samples))
-        self.estimator = estimator
+        self.estimator, self.synth_output = estimator, synth_output
         self._compiled: tuple[int, nn.Module] | None = None
+        # the outputs of the last call besides the returned one (None with num_samples 1, whose output is the single
+        # sample): slices (B, 1, H, W) after a (B, 3, H, W) call, volumes (B, 1, X, Y, S) after a volume call
         self.uncertainty: torch.Tensor | None = None
         self.uncertainty_volume: torch.Tensor | None = None
+        self.mean_image: torch.Tensor | None = None
+        self.sample_image: torch.Tensor | None = None
+        self.mean_volume: torch.Tensor | None = None
+        self.sample_volume: torch.Tensor | None = None
 
     def timesteps(self) -> torch.Tensor:
         """The timesteps actually run: the last ``int(steps·strength)`` of the full schedule (DDIM: 980 … 0 for
@@ -130,15 +144,19 @@ class CMRDiffSampler(Inferer):
         return self._compiled[1]
 
     @torch.inference_mode()
-    def sample(self, images: torch.Tensor, network: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """images (B, 3, H, W) -> (mean (B, 1, H, W), std (B, 1, H, W) or None when num_samples == 1)."""
+    def sample(self, images: torch.Tensor, network: nn.Module
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """images (B, 3, H, W) -> (mean (B, 1, H, W), std (B, 1, H, W), first sample (B, 1, H, W)); std and the
+        first sample are None when num_samples == 1 (the mean is then the single sample). The first sample is the
+        identity view's first noise draw (for the batch's first slice, with views 1, what ``num_samples`` 1 draws)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected condition images (B, 3, H, W) in order C0, DE, T2, got {tuple(images.shape)}")
         v, b = self.views, images.shape[0]
         x = self.samples(stack_views(images, v), network, self.num_samples // v)  # (V·B, N/V, 1, H, W)
         x = unstack_views(x, v).transpose(0, 1).reshape(b, self.num_samples, *x.shape[2:])  # (B, N, 1, H, W)
-        std = x.std(1, unbiased=False) if self.num_samples > 1 else None
-        return x.mean(1), std
+        if self.num_samples == 1:
+            return x[:, 0], None, None
+        return x.mean(1), x.std(1, unbiased=False), x[:, 0]
 
     def samples(self, images: torch.Tensor, network: nn.Module, n: int) -> torch.Tensor:
         """images (B, 3, H, W) -> n samples (B, n, 1, H, W) in [0, 1]."""
@@ -216,21 +234,33 @@ class CMRDiffSampler(Inferer):
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
         """Slices (B, 3, H, W) -> (B, 1, H, W); or field-of-view volumes (B, 3, X, Y, S) -> (B, 1, X, Y, S):
         every slice is resized to ``image_size`` (area), sampled in one batch and resized back (bicubic).
-        The uncertainty (or None) is kept in ``self.uncertainty`` / ``self.uncertainty_volume``."""
+        Returns the mean of the N samples, or with ``synth_output="sample"`` the first sample (the same for N 1).
+        Kept for the caller (None with N 1): the uncertainty in ``self.uncertainty`` / ``self.uncertainty_volume``,
+        the mean and the first sample in ``self.mean_image`` / ``self.sample_image`` (slices) or
+        ``self.mean_volume`` / ``self.sample_volume`` (volumes; clamped to [0, 1] like the output)."""
         if inputs.ndim == 4:
-            mean, self.uncertainty = self.sample(inputs, network)
-            return mean
+            mean, self.uncertainty, first = self.sample(inputs, network)
+            self.mean_image, self.sample_image = (mean, first) if first is not None else (None, None)
+            return self._chosen(mean, first)
         if inputs.ndim != 5 or inputs.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) slices or (B, 3, X, Y, S) volumes, got {tuple(inputs.shape)}")
-        mean, std = map_fov_slices(lambda x: self.sample(x, network), inputs, self.image_size)
+        mean, std, first = map_fov_slices(lambda x: self.sample(x, network), inputs, self.image_size)
+        mean = mean.clamp(0, 1)
+        first = first.clamp(0, 1) if first is not None else None  # bicubic resizing may over/undershoot, as the mean
         self.uncertainty_volume = std.clamp_min(0) if std is not None else None
-        return mean.clamp(0, 1)
+        self.mean_volume, self.sample_volume = (mean, first) if first is not None else (None, None)
+        return self._chosen(mean, first)
+
+    def _chosen(self, mean: torch.Tensor, first: torch.Tensor | None) -> torch.Tensor:
+        """The output ``synth_output`` names: ``mean``, or the first sample (``first``; None with N 1: ``mean`` is
+        then the single sample). Same shape as ``mean``."""
+        return first if self.synth_output == "sample" and first is not None else mean
 
 
 def _check(name: str, value, ok, what: str) -> None:
     try:
         good = bool(ok(value))
-    except TypeError:
+    except (TypeError, ValueError, OverflowError):  # e.g. int("abc") of a command-line string
         good = False
     if not good:
         raise ConfigError(f"{name} must be {what}, got {value!r}")

@@ -25,7 +25,7 @@ from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform, Randomizable, Transform
 
 from bundle.data import LABEL_VALUES, MYOCARDIUM_LABELS, SEQUENCES, DataError, check_geometry
-from bundle.errors import ConfigError
+from bundle.errors import ConfigError, number
 
 
 def _name(d: Mapping, key: Hashable) -> str:
@@ -33,21 +33,36 @@ def _name(d: Mapping, key: Hashable) -> str:
     return str(meta.get("filename_or_obj", key))
 
 
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What a reader raises for a file that is not a readable image: OS errors, a truncated ``.nii.gz``
+    (``EOFError``/``zlib.error``), nibabel's ``ImageFileError``/``HeaderDataError`` and the ``ValueError`` of a
+    malformed header, MONAI's "no suitable reader" ``RuntimeError`` (told apart by its message, see ``__call__``)."""
+    import zlib
+
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
+
+    return OSError, EOFError, zlib.error, ImageFileError, HeaderDataError, ValueError, RuntimeError
+
+
 class _NamingLoader:
-    """Wraps ``LoadImage``: any failure to read a file (missing, not an image, a truncated ``.nii.gz`` whose
-    decompression ends early with a bare ``EOFError``/``zlib.error``) becomes a :class:`DataError` naming it."""
+    """Wraps ``LoadImage``: a failure to read a file (missing, not an image, a truncated ``.nii.gz`` whose
+    decompression ends early with a bare ``EOFError``/``zlib.error``) becomes a :class:`DataError` naming it; any other
+    exception (a bug in a library or here) keeps its type and traceback."""
 
     def __init__(self, loader) -> None:
         self.loader = loader
 
     def __call__(self, filename, reader=None):
+        if isinstance(filename, (str, os.PathLike)) and not os.path.exists(filename):
+            raise DataError(f"{filename}: file not found")
         try:
             return self.loader(filename, reader)
         except DataError:
             raise
-        except Exception as e:  # noqa: BLE001 - whatever the reader raised, the file is what is wrong
-            if isinstance(filename, (str, os.PathLike)) and not os.path.exists(filename):
-                raise DataError(f"{filename}: file not found") from None
+        except _read_errors() as e:
+            if isinstance(e, RuntimeError) and "reader" not in str(e).lower():
+                raise  # a RuntimeError that is not MONAI's "cannot find a suitable reader": a bug, not the file
             raise DataError(f"{filename}: cannot read it as an image ({type(e).__name__}: {e})") from None
 
     def __getattr__(self, name: str):  # image_only, readers, register, ... of the wrapped LoadImage
@@ -216,11 +231,13 @@ def is_native(target_spacing) -> bool:
     """``target_spacing`` None/0/'native'/'none'/'null' = the native grid (the shipped weights' training path)."""
     if target_spacing is None:
         return True
-    if isinstance(target_spacing, str):
-        if target_spacing.strip().lower() in ("", "none", "null", "native", "0"):
-            return True
-        target_spacing = float(target_spacing)
-    return float(target_spacing) <= 0
+    if isinstance(target_spacing, str) and target_spacing.strip().lower() in ("", "none", "null", "native", "0"):
+        return True
+    try:
+        return number(target_spacing, "target_spacing") <= 0
+    except ConfigError:
+        raise ConfigError(f"target_spacing must be a pixel size in mm (> 0) or 'native', got {target_spacing!r}") \
+            from None
 
 
 def stack_slice_axis(affine: np.ndarray, shape: Sequence[int], name: str) -> int:

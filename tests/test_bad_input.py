@@ -105,8 +105,19 @@ SINGLE_CASE = [  # (case, token the error line must contain)
     ("output_dir_not_writable", "results_folder"),
     ("output_dir_is_a_file", "c0.nii.gz"),
     ("output_equals_input", "c1_DE_synth.nii.gz"),
+    # the second output (the sample beside the default mean) would overwrite an input: refused, and the synthesis
+    # is not written either (a case's files are written all or nothing)
+    ("sample_output_equals_input", "c1_DE_sample.nii.gz"),
+    ("synth_output_unknown", "synth_output must be one of"),
     ("guidance_scale_out_of_range", "guidance_scale_1"),
     ("strength_out_of_range", "strength"),
+    # malformed knob values: each checked where it is read, one line naming it (issue 32)
+    ("seed_not_a_number", "seed must be an integer"),
+    ("seed_negative", "seed must be an integer"),
+    ("target_spacing_not_a_number", "target_spacing must be"),
+    ("num_inference_steps_not_a_number", "num_inference_steps"),
+    ("num_samples_not_a_number", "num_samples"),
+    ("fill_feather_not_a_number", "fill_feather"),
 ]
 
 
@@ -162,13 +173,21 @@ def test_single_case_bad_input(case, token, phantom_dir, cpu_networks, tmp_path)
         out.chmod(0o500)
     elif case == "output_dir_is_a_file":
         out = c0
-    elif case == "output_equals_input":  # the output name <case>_DE_synth.nii.gz is the C0 input's name
-        shutil.move(c0, out / "c1_DE_synth.nii.gz")
-        c0 = out / "c1_DE_synth.nii.gz"
+    elif case in ("output_equals_input", "sample_output_equals_input"):  # an output's name is the C0 input's name
+        name = "c1_DE_synth.nii.gz" if case == "output_equals_input" else "c1_DE_sample.nii.gz"
+        shutil.move(c0, out / name)
+        c0 = out / name
+    elif case == "synth_output_unknown":
+        extra = ["--synth_output", "median"]
     elif case == "guidance_scale_out_of_range":
         extra = ["--guidance_scale_1", "-1"]
     elif case == "strength_out_of_range":
         extra = ["--strength", "1.5"]
+    elif case in ("seed_not_a_number", "target_spacing_not_a_number", "num_inference_steps_not_a_number",
+                  "num_samples_not_a_number", "fill_feather_not_a_number"):
+        extra = [f"--{case.split('_not_')[0]}", "abc"]
+    elif case == "seed_negative":
+        extra = ["--seed", "-3"]
     else:
         raise AssertionError(case)
 
@@ -229,6 +248,36 @@ def _check_failure(proc: subprocess.CompletedProcess, token: str) -> None:
     for text in (proc.stdout, proc.stderr):
         assert "Traceback" not in text and "terminating due to exception" not in text, text[-3000:]
     assert sum("error" in line.lower() for line in proc.stdout.splitlines()) == 0, proc.stdout[-3000:]
+
+
+def test_classification_follows_only_explicit_causes():
+    """A bug raised while a user error was being handled stays a bug (the implicit context is not followed); a user
+    error wrapped with ``raise ... from`` (as MONAI's config parser does) is found at the bottom of the chain."""
+    from bundle.__main__ import is_user_error, root_cause
+    from bundle.errors import ConfigError
+
+    try:
+        try:
+            raise FileNotFoundError(2, "missing", "a.nii.gz")
+        except FileNotFoundError:
+            {}["key"]  # a bug in the handler
+    except KeyError as e:
+        assert not is_user_error(root_cause(e))
+    try:
+        try:
+            raise ConfigError("seed must be an integer")
+        except ConfigError as inner:
+            raise RuntimeError("Failed to evaluate") from inner
+    except RuntimeError as e:
+        assert isinstance(root_cause(e), ConfigError) and is_user_error(root_cause(e))
+    try:
+        try:
+            raise ValueError("a library bug")
+        except ValueError:
+            raise ConfigError("x") from None
+    except ConfigError as e:
+        assert is_user_error(root_cause(e))
+    assert not is_user_error(FileNotFoundError("no file named"))  # an OS error that names no file
 
 
 def test_a_bug_keeps_its_traceback(tmp_path):

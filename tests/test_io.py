@@ -356,3 +356,133 @@ def test_every_output_voxel_is_synthesized_and_sidecar_written(parser, tmp_path)
         tile = np.asarray(im)[14:, 2 * field[0] : 3 * field[0]]
         frame = np.concatenate([tile[:20].ravel(), tile[-20:].ravel(), tile[:, :20].ravel(), tile[:, -20:].ravel()])
         assert (frame == 0).mean() < 0.01 and frame.mean() > 10  # no black frame (a few bicubic undershoots)
+
+
+# --- issue 31.3: two outputs (the mean and one sample), the sidecar says which is which, all or nothing ------------
+
+
+def _sampler_outputs(tmp_path, synth_output: str, num_samples: int, cases=("a", "b"), preview=False):
+    """SaveSynthesisd after a stand-in sampler's batch of ``cases`` (8 x 8 x 2 volumes; no ``field``): its output
+    (``pred``) is 0.5 (synth_output mean) or 0.2 + 0.1·item (sample); mean_volume 0.5, sample_volume 0.2 + 0.1·item,
+    uncertainty_volume 0.3 (None with N 1). Returns (output folder, the transform)."""
+    import types
+
+    import torch
+
+    from bundle.io import SaveSynthesisd
+
+    shape = (8, 8, 2)
+    paths = {}
+    for case in cases:
+        p = tmp_path / f"{case}_C0.nii.gz"
+        if not p.exists():
+            nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), p)
+        paths[case] = p
+    b = len(cases)
+    mean = torch.full((b, 1, *shape), 0.5)
+    sample = torch.stack([torch.full((1, *shape), 0.2 + 0.1 * i) for i in range(b)])
+    many = num_samples > 1
+    inferer = types.SimpleNamespace(synth_output=synth_output, num_samples=num_samples,
+                                    mean_volume=mean if many else None, sample_volume=sample if many else None,
+                                    uncertainty_volume=torch.full((b, 1, *shape), 0.3) if many else None)
+    pred = sample if synth_output == "sample" or not many else mean
+    save = SaveSynthesisd(tmp_path / "out", "DE", ["C0", "T2"], inferer=inferer, preview=preview,
+                          provenance={"task": "lge"})
+    for i, case in enumerate(cases):
+        save({"case": case, "C0_path": paths[case], "pred": pred[i], "image": torch.rand(3, *shape)})
+    return tmp_path / "out", save
+
+
+@pytest.mark.parametrize("choice", ["mean", "sample"])
+def test_two_outputs_and_a_sidecar_that_names_them(tmp_path, choice):
+    """N 2: _synth holds the chosen output, the other is written beside it (_sample or _mean), each batch item gets
+    its own slice of it; the sidecar's files/roles say which file is which, with synth_output and num_samples."""
+    import json
+
+    out, save = _sampler_outputs(tmp_path, choice, 2, preview=True)
+    other = "sample" if choice == "mean" else "mean"
+    for i, case in enumerate(("a", "b")):
+        synth = nib.load(out / f"{case}_DE_synth.nii.gz").get_fdata()
+        extra = nib.load(out / f"{case}_DE_{other}.nii.gz").get_fdata()
+        want_mean, want_sample = 0.5, 0.2 + 0.1 * i
+        assert synth.max() == pytest.approx(want_mean if choice == "mean" else want_sample)
+        assert extra.max() == pytest.approx(want_sample if choice == "mean" else want_mean)
+        assert not (out / f"{case}_DE_{choice}.nii.gz").exists()
+        assert bytes(nib.load(out / f"{case}_DE_{other}.nii.gz").header["descrip"]).startswith(
+            f"CMRDiff lge DE {other}".encode())
+        side = json.loads((out / f"{case}_DE_synth.json").read_text())
+        assert side["synth_output"] == choice and side["num_samples"] == 2
+        assert side["files"] == {f"{case}_DE_synth.nii.gz": choice, f"{case}_DE_{other}.nii.gz": other,
+                                 f"{case}_DE_uncertainty.nii.gz": "std", f"{case}_DE_synth.png": "preview"}
+        assert set(side["roles"]) == {"mean", "sample", "std", "preview"}
+        assert side["outputs"] == [f"{case}_DE_synth.nii.gz", f"{case}_DE_{other}.nii.gz",
+                                   f"{case}_DE_uncertainty.nii.gz"]
+    assert len(save.written) == 2 * 5 and not _leftovers(out)
+
+
+@pytest.mark.parametrize("choice", ["mean", "sample"])
+def test_one_sample_writes_no_second_output(tmp_path, choice):
+    import json
+
+    out, _ = _sampler_outputs(tmp_path, choice, 1, cases=("a",))
+    assert sorted(p.name for p in out.iterdir()) == ["a_DE_synth.json", "a_DE_synth.nii.gz"]
+    side = json.loads((out / "a_DE_synth.json").read_text())
+    assert side["files"] == {"a_DE_synth.nii.gz": "sample"} and side["num_samples"] == 1
+
+
+def test_not_a_sampler_is_a_prediction(tmp_path):
+    """An inferer without synth_output / num_samples (an image-space baseline): one output, role prediction."""
+    import json
+    import types
+
+    import torch
+
+    from bundle.io import SaveSynthesisd
+
+    ref = tmp_path / "a_C0.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.float32), np.eye(4)), ref)
+    save = SaveSynthesisd(tmp_path / "out", "DE", ["C0", "T2"], inferer=types.SimpleNamespace(), preview=False)
+    save({"case": "a", "C0_path": ref, "pred": torch.zeros(1, 8, 8, 2)})
+    side = json.loads((tmp_path / "out" / "a_DE_synth.json").read_text())
+    assert side["files"] == {"a_DE_synth.nii.gz": "prediction"} and side["synth_output"] is None
+
+
+def test_a_failing_write_leaves_no_output_of_the_case(tmp_path, monkeypatch):
+    """All or nothing: when the second NIfTI fails to write, neither the synthesis nor anything else of the case
+    is replaced or left behind (no temp files); an earlier complete set stays as it was."""
+    out, _ = _sampler_outputs(tmp_path, "mean", 2, cases=("a",))
+    before = {p.name: _digest(p) for p in out.iterdir()}
+    (tmp_path / "fresh").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.float32), np.eye(4)), tmp_path / "fresh" / "a_C0.nii.gz")
+    calls = []
+    real_save = nib.save
+
+    def flaky(img, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_save(img, path)
+
+    monkeypatch.setattr(nib, "save", flaky)
+    with pytest.raises(OSError, match="No space"):
+        _sampler_outputs(tmp_path, "sample", 2, cases=("a",))
+    assert {p.name: _digest(p) for p in out.iterdir()} == before and not _leftovers(out)
+    calls.clear()
+    with pytest.raises(OSError, match="No space"):
+        _sampler_outputs(tmp_path / "fresh", "mean", 2, cases=("a",))
+    assert list((tmp_path / "fresh" / "out").iterdir()) == []
+
+
+def test_stale_outputs_of_another_setting_are_removed(tmp_path):
+    """A second run into the same folder with other settings leaves no file of the first that the new sidecar does
+    not name (a _sample beside a _synth it was not drawn with would mislead)."""
+    import json
+
+    out, _ = _sampler_outputs(tmp_path, "mean", 2, cases=("a",))
+    assert (out / "a_DE_sample.nii.gz").is_file()
+    _sampler_outputs(tmp_path, "sample", 2, cases=("a",))
+    assert not (out / "a_DE_sample.nii.gz").exists() and (out / "a_DE_mean.nii.gz").is_file()
+    _sampler_outputs(tmp_path, "mean", 1, cases=("a",))
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["a_DE_synth.json", "a_DE_synth.nii.gz"]
+    assert list(json.loads((out / "a_DE_synth.json").read_text())["files"]) == ["a_DE_synth.nii.gz"]

@@ -1,5 +1,5 @@
 """CMRDiffSampler on tiny random networks: shapes, determinism, the DDIM/guidance identities, SDEdit step
-counting, the uncertainty output and knob validation."""
+counting, the uncertainty output, the first sample kept beside the mean (synth_output) and knob validation."""
 
 from __future__ import annotations
 
@@ -269,6 +269,65 @@ def test_num_samples_uncertainty(tiny):
     assert single.uncertainty is None
 
 
+def _fake_samples(imgs: torch.Tensor, net, n: int) -> torch.Tensor:
+    """Stand-in for ``CMRDiffSampler.samples``: sample j of slice i is C0 + 0.1·j + 0.01·i, (B, n, 1, H, W)."""
+    j = torch.arange(n, dtype=imgs.dtype).view(1, n, 1, 1, 1)
+    i = torch.arange(imgs.shape[0], dtype=imgs.dtype).view(-1, 1, 1, 1, 1)
+    return (imgs[:, None, :1] * 0.5 + 0.1 * j + 0.01 * i).expand(-1, n, -1, -1, -1)
+
+
+def test_first_sample_is_kept_beside_the_mean_and_std(tiny):
+    """N 4 (views 1): the output is the mean (synth_output mean, the default) or the first of the N samples
+    (synth_output sample); the other one is kept in mean_image / sample_image, and the same for volumes (resized
+    back, clamped) in mean_volume / sample_volume; the std is unchanged by the choice."""
+    x = _images(2, seed=10)
+    first = x[:, :1] * 0.5 + 0.01 * torch.arange(2.0).view(-1, 1, 1, 1)  # slice i's samples: + 0.01·i
+    mean = first + 0.15  # samples + 0.1·j, j = 0..3: the first j = 0, the mean j = 1.5
+    outs = {}
+    for choice in ("mean", "sample"):
+        s = _sampler(tiny, num_samples=4, views=1, synth_output=choice)
+        s.samples = _fake_samples
+        outs[choice] = s(x, tiny[0])
+        torch.testing.assert_close(s.mean_image, mean)
+        torch.testing.assert_close(s.sample_image, first)
+        torch.testing.assert_close(s.uncertainty, torch.full_like(mean, 0.05 * 5 ** 0.5))  # std of 0, .1, .2, .3
+        vol = torch.rand(1, 3, 128, 128, 2)
+        out_v = s(vol, tiny[0])
+        assert s.mean_volume.shape == s.sample_volume.shape == s.uncertainty_volume.shape == (1, 1, 128, 128, 2)
+        assert s.mean_volume.min() >= 0 and s.mean_volume.max() <= 1
+        assert s.sample_volume.min() >= 0 and s.sample_volume.max() <= 1
+        assert out_v is (s.mean_volume if choice == "mean" else s.sample_volume)
+        torch.testing.assert_close(s.mean_volume - s.sample_volume, torch.full_like(out_v, 0.15), atol=1e-5,
+                                   rtol=0)  # the slice offsets 0.01·i cancel; (before clamping: x/2 + 0.15 < 1)
+    torch.testing.assert_close(outs["mean"], mean)
+    torch.testing.assert_close(outs["sample"], first)
+
+
+def test_single_sample_keeps_no_second_output(tiny):
+    """N 1: the output is the single sample whatever synth_output says; no mean / sample / std is kept."""
+    x = _images(1, seed=11)
+    out = {}
+    for choice in ("mean", "sample"):
+        s = _sampler(tiny, num_samples=1, synth_output=choice)
+        out[choice] = s(x, tiny[0])
+        assert s.mean_image is None and s.sample_image is None and s.uncertainty is None
+        s(torch.rand(1, 3, 64, 64, 2), tiny[0])
+        assert s.mean_volume is None and s.sample_volume is None and s.uncertainty_volume is None
+    torch.testing.assert_close(out["mean"], out["sample"], rtol=0, atol=0)
+
+
+def test_kept_sample_is_a_real_single_sample(tiny):
+    """The kept sample (N 2, synth_output sample) is what N 1 draws with the same seed (the first noise draw, the
+    identity view, same guide start), and it differs from the mean of the two."""
+    x = _images(1, seed=12)
+    kw = dict(strength=0.5, guide="regression", residual=True, guide_network=_ConstantRegressor(0.4), seed=6)
+    single = _sampler(tiny, num_samples=1, **kw)(x, tiny[0])
+    s = _sampler(tiny, num_samples=2, views=1, synth_output="sample", **kw)
+    out = s(x, tiny[0])
+    torch.testing.assert_close(out, single, rtol=0, atol=1e-5)
+    assert out is s.sample_image and (s.mean_image - out).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("kw,field", [
     (dict(guidance_scale_1=-0.5), "guidance_scale_1"),
     (dict(guidance_scale_2=-1), "guidance_scale_2"),
@@ -285,6 +344,8 @@ def test_num_samples_uncertainty(tiny):
     (dict(guide="XX"), "guide"),
     (dict(task="nope"), "task"),
     (dict(estimator="mean"), "estimator"),
+    (dict(synth_output="median"), "synth_output"),
+    (dict(synth_output="Mean"), "synth_output"),
 ])
 def test_knob_validation(tiny, kw, field):
     with pytest.raises(ValueError, match=field):

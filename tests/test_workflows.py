@@ -155,16 +155,20 @@ def inference_run(diffusion_dir, phantom_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("inference") / "out"
     proc = run_bundle(["inference"], "--models_dir", models, "--dataset_dir", phantom_dir, "--task", "lge",
                       "--num_inference_steps", 3, "--split", "test", "--seed", 7, "--output_dir", out)
-    assert "wrote 4 files" in proc.stdout  # synthesis, uncertainty (default: mean of 16 samples), sidecar, preview
+    # synthesis (default: the mean of 16 samples), one sample, uncertainty, sidecar, preview
+    assert "wrote 5 files" in proc.stdout
     return out, before, _digests(phantom_dir)
 
 
 def test_inference_test_split(inference_run, phantom_dir):
     out, before, after = inference_run
     case = "myops_test_201"
-    assert sorted(p.name for p in _files(out)) == [f"{case}_DE_synth.json", f"{case}_DE_synth.nii.gz",
-                                                   f"{case}_DE_synth.png", f"{case}_DE_uncertainty.nii.gz"]
+    assert sorted(p.name for p in _files(out)) == [f"{case}_DE_sample.nii.gz", f"{case}_DE_synth.json",
+                                                   f"{case}_DE_synth.nii.gz", f"{case}_DE_synth.png",
+                                                   f"{case}_DE_uncertainty.nii.gz"]
     _check_synthesis(out / f"{case}_DE_synth.nii.gz", _case_files(phantom_dir, case)["C0"])
+    side = json.loads((out / f"{case}_DE_synth.json").read_text())
+    assert side["synth_output"] == "mean" and side["files"][f"{case}_DE_sample.nii.gz"] == "sample"
     unc = np.asarray(nib.load(str(out / f"{case}_DE_uncertainty.nii.gz")).dataobj)
     assert (unc >= 0).all() and unc.max() > 0  # the samples differ somewhere
     from PIL import Image
@@ -236,8 +240,9 @@ def test_input_files_single_case(diffusion_dir, phantom_dir, tmp_path):
     run_bundle(["inference"], "--models_dir", diffusion_dir("lge"), "--task", "lge", "--num_inference_steps", 2,
                "--input_files", str({k: str(v) for k, v in files.items()}), "--case_name", "patient1",
                "--output_dir", out)
-    assert sorted(p.name for p in _files(out)) == ["patient1_DE_synth.json", "patient1_DE_synth.nii.gz",
-                                                   "patient1_DE_synth.png", "patient1_DE_uncertainty.nii.gz"]
+    assert sorted(p.name for p in _files(out)) == ["patient1_DE_sample.nii.gz", "patient1_DE_synth.json",
+                                                   "patient1_DE_synth.nii.gz", "patient1_DE_synth.png",
+                                                   "patient1_DE_uncertainty.nii.gz"]
     _check_synthesis(out / "patient1_DE_synth.nii.gz", files["C0"])
     assert _digests(inp) == before
 

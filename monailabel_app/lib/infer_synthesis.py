@@ -153,10 +153,10 @@ class SynthesisInferTask(InferTask):
             self._count("rejected")
             raise _http_error(e) from e
         except Exception as e:  # noqa: BLE001 - bad input the bundle rejects becomes a 400, bugs stay 500
-            from bundle.__main__ import USER_ERRORS, root_cause
+            from bundle.__main__ import is_user_error, root_cause
 
             root = root_cause(e)
-            if isinstance(root, USER_ERRORS) or "nibabel" in type(root).__module__:
+            if is_user_error(root):
                 self._count("rejected")
                 raise _http_error(RequestError(str(root).strip().strip('"') or type(root).__name__)) from e
             self._count("failed")
