@@ -15,7 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from bundle.data import SEQUENCES, DataError
-from bundle.errors import number
+from bundle.errors import flag, number
 from bundle.transforms import fov_offsets, paste_fov
 
 
@@ -235,7 +235,8 @@ class SaveSynthesisd(MapTransform):
     The other output (mean or sample) takes the same path, with the same fill. Without ``field`` (old callers)
     ``pred`` is pasted into the native grid (0 outside the field of view).
     ``image`` (3, fov, fov, S) provides the conditions for a preview without ``field``.
-    ``provenance`` (task, knobs, ``weights`` {name: path}) goes into the sidecar, with each weights file's md5.
+    ``provenance`` (task, knobs, ``weights`` {name: path}) goes into the sidecar; inputs and weights are recorded by
+    file name and md5 (absolute paths often carry patient names or ids); ``record_paths`` adds their paths.
     A case's files are written all or nothing (:func:`atomic_write_all`); outputs of an earlier sampler run of the
     same case that this run does not write (``_sample``, ``_mean``, ``_uncertainty``) are removed after it.
     """
@@ -243,7 +244,7 @@ class SaveSynthesisd(MapTransform):
     def __init__(self, output_dir: str | Path, target: str, conditions: Sequence[str], inferer=None,
                  keys: KeysCollection = "pred", preview: bool = True, suffix: str = "synth",
                  pred_channel: int = 0, fill_network=None, network=None, feather: int = 16,
-                 image_size: int | None = None, provenance: Mapping | None = None) -> None:
+                 image_size: int | None = None, provenance: Mapping | None = None, record_paths: bool = False) -> None:
         super().__init__(keys)
         self.output_dir, self.target, self.conditions = Path(output_dir), target, list(conditions)
         self.inferer, self.preview, self.suffix, self.pred_channel = inferer, preview, suffix, pred_channel
@@ -251,6 +252,7 @@ class SaveSynthesisd(MapTransform):
         self.feather = int(number(feather, "fill_feather", int, 0))
         self.image_size = image_size if image_size is not None else getattr(inferer, "image_size", None)
         self.provenance = dict(provenance or {})
+        self.record_paths = flag(record_paths, "sidecar_paths")
         self.written: list[Path] = []
         # per inferer attribute: (its current batch, next item in it)
         self._items: dict[str, tuple[object, int]] = {}
@@ -295,10 +297,17 @@ class SaveSynthesisd(MapTransform):
                         "(for sliding windows); none was given to SaveSynthesisd")
 
     def weights_md5(self) -> dict:
+        """``{name: file entry}`` of the provenance's weights files (:meth:`_file_entry`)."""
+        return {name: self._file_entry(path) for name, path in (self.provenance.get("weights") or {}).items()
+                if path is not None}
+
+    def _file_entry(self, path: str | Path) -> dict:
+        """``{"file": name, "md5": ...}`` of a file (``"path"`` too with ``record_paths``); md5 None when absent."""
         from bundle.weights import file_md5
 
-        return {name: {"path": str(path), "md5": file_md5(path) if Path(path).is_file() else None}
-                for name, path in (self.provenance.get("weights") or {}).items() if path is not None}
+        p = Path(path)
+        entry = {"file": p.name, "md5": file_md5(p) if p.is_file() else None}
+        return dict(entry, path=str(p)) if self.record_paths else entry
 
     def __call__(self, data: Mapping) -> dict:
         import json
@@ -362,7 +371,7 @@ class SaveSynthesisd(MapTransform):
             files[png.name] = "preview"
         sidecar = {
             "file": out.name, "case": case, "target": self.target, "conditions": self.conditions,
-            "inputs": {s: str(d[f"{s}_path"]) for s in SEQUENCES if f"{s}_path" in d},
+            "inputs": {s: self._file_entry(d[f"{s}_path"]) for s in SEQUENCES if f"{s}_path" in d},
             "units": "normalised [0, 1], not scanner units: 0 and 1 are the ends of the target sequence's "
                      "intensity window (training protocol [0, p99.5] of the field of view; a given signed reference: "
                      "its [p0.5, p99.5]); see `descrip` and `normalisation`",
