@@ -5,7 +5,14 @@ method's synthesis, the lesion label outlined in red. One PNG per task: ``<out>/
     PYTHONPATH=. .venv/bin/python scripts/clinical_figures.py --results_dir output/results \\
         --dataset_dir ../shared/data/myops2020 --split validation --out docs/figures
 
-The syntheses are read from ``<results_dir>/<method>/<task>/<case>_<SEQ>_synth.nii.gz`` (written by the evaluation
+The realism figures (issue 31: real | guide | mean | two samples | pix2pix, full field and zoomed):
+
+    PYTHONPATH=. .venv/bin/python scripts/clinical_figures.py --prefix realism_zoom \
+        --methods guide cmrdiff cmrdiff:sample cmrdiff_1sample pix2pix_1view
+    ... the same with --prefix realism_full --full
+
+A method ``<folder>:<suffix>`` shows ``<case>_<SEQ>_<suffix>.nii.gz`` of that folder (e.g. ``cmrdiff:sample``, the
+sample written beside the mean). The syntheses are read from ``<results_dir>/<method>/<task>/<case>_<SEQ>_synth.nii.gz`` (written by the evaluation
 on the case's native grid, 0 outside the field of view) and cropped back to the ``fov`` x ``fov`` field of view
 (``ResizeWithPadOrCrop``, as configs/common.yaml's ``volume_transforms``), so that they line up with the real image,
 which goes through the evaluation's own preprocessing (normalised [0, 1] units; shown on [0, 1]). Methods whose
@@ -71,9 +78,12 @@ def crop_fov(volume: np.ndarray, fov: int) -> np.ndarray:
 
 
 def methods_of(results_dir: Path, only: list[str] | None) -> list[str]:
-    """The method folders to show: ``only``, or every folder of ``results_dir``; cmrdiff first, then by name."""
-    names = list(only or [])
-    if not names and results_dir.is_dir():
+    """The method folders to show: ``only`` (in its order), or every folder of ``results_dir``; cmrdiff first, then
+    by name."""
+    if only:
+        return list(only)  # as given
+    names = []
+    if results_dir.is_dir():
         names = [d.name for d in results_dir.iterdir() if d.is_dir()]
     return sorted(names, key=lambda m: (m not in FIRST, FIRST.index(m) if m in FIRST else 0, m))
 
@@ -127,6 +137,8 @@ def main() -> None:
     ap.add_argument("--margin", type=int, default=8, help="pixels around the myocardium's bounding box")
     ap.add_argument("--zoom", type=int, default=4, help="nearest-neighbour upscaling of the close-up")
     ap.add_argument("--columns", type=int, default=6, help="tiles per row")
+    ap.add_argument("--prefix", default="clinical", help="figure file name: <out>/<prefix>_<task>.png")
+    ap.add_argument("--full", action="store_true", help="the whole field of view at zoom 1 instead of the close-up")
     args = ap.parse_args()
 
     cases, p = load_cases(args.dataset_dir, args.split)
@@ -140,23 +152,26 @@ def main() -> None:
         c = cases[i]
         lab = c["gd"][..., s]
         lesion = np.isin(lab, labels)
-        x0, x1, y0, y1 = box(np.isin(lab, MYOCARDIUM_LABELS), args.margin)
+        x0, x1, y0, y1 = (0, lab.shape[0], 0, lab.shape[1]) if args.full else \
+            box(np.isin(lab, MYOCARDIUM_LABELS), args.margin)
+        zoom = 1 if args.full else args.zoom
         t = SEQUENCES.index(target)
-        tiles, titles = [tile(c["image"][t, x0:x1, y0:y1, s], lesion[x0:x1, y0:y1], args.zoom)], [f"real {target}"]
+        tiles, titles = [tile(c["image"][t, x0:x1, y0:y1, s], lesion[x0:x1, y0:y1], zoom)], [f"real {target}"]
         for m in methods:
-            f = args.results_dir / m / task / f"{c['case']}_{target}_synth.nii.gz"
+            folder, _, suffix = m.partition(":")
+            f = args.results_dir / folder / task / f"{c['case']}_{target}_{suffix or 'synth'}.nii.gz"
             if not f.is_file():
                 continue
             vol = np.asarray(nib.load(str(f)).dataobj, dtype=np.float32)
             if vol.shape != c["native"]:
                 print(f"  {m}/{task}: {f.name} has shape {vol.shape}, not the case's {c['native']} - skipped")
                 continue
-            tiles.append(tile(crop_fov(vol, fov)[x0:x1, y0:y1, s], lesion[x0:x1, y0:y1], args.zoom))
-            titles.append(m)
+            tiles.append(tile(crop_fov(vol, fov)[x0:x1, y0:y1, s], lesion[x0:x1, y0:y1], zoom))
+            titles.append(m.replace(":", " "))
         what = "+".join(str(v) for v in labels)
         header = (f"{task} ({target}): {c['case']} slice {s}, lesion {what} = {n} px, red outline"
                   if n else f"{task} ({target}): {c['case']} slice {s}, no lesion {what} in the split")
-        out = figure(tiles, titles, header, args.out / f"clinical_{task}.png", args.columns)
+        out = figure(tiles, titles, header, args.out / f"{args.prefix}_{task}.png", args.columns)
         print(f"{task}: {c['case']} slice {s} ({n} lesion px), {len(tiles) - 1} methods -> {out}")
 
 
