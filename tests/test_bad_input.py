@@ -250,6 +250,21 @@ def _check_failure(proc: subprocess.CompletedProcess, token: str) -> None:
     assert sum("error" in line.lower() for line in proc.stdout.splitlines()) == 0, proc.stdout[-3000:]
 
 
+@pytest.mark.parametrize("config,knob,value", [
+    ("configs/train_autoencoder.yaml", "max_epochs", "abc"), ("configs/train_diffusion.yaml", "lr", "-1"),
+    ("configs/baselines/unet_l1.yaml", "batch_size", "2.5"), ("configs/train_autoencoder.yaml", "val_interval", "0")])
+def test_training_knobs_are_checked_first(config, knob, value, tmp_path):
+    """A malformed training knob stops the run at its first step: exit 2, one line naming the knob, nothing written
+    (no phantom data set, no checkpoint folder)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    files = ["configs/common.yaml"] + (["configs/baselines/image.yaml"] if "baselines" in config else []) + [config]
+    proc = subprocess.run([sys.executable, "-m", "bundle", "run", "--config_file", str(files), "--profile", "tiny",
+                           "--output_dir", str(tmp_path / "out"), f"--{knob}", value],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    _check_failure(proc, f"{knob} must be")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.pt"))
+
+
 def test_classification_follows_only_explicit_causes():
     """A bug raised while a user error was being handled stays a bug (the implicit context is not followed); a user
     error wrapped with ``raise ... from`` (as MONAI's config parser does) is found at the bottom of the chain."""
