@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from bundle.data import MYOCARDIUM_LABELS
+from bundle.realism import body_mask
 
 REMOTE_LABEL = 200
 #: the sequence read-outs: lesion labels and default n of the n-SD threshold
@@ -166,8 +167,6 @@ def mean_gradient(image: Array, mask: np.ndarray | None = None) -> float:
 def gradient_ratio(synth: Array, real: Array) -> float:
     """mean_gradient(synth) / mean_gradient(real) inside the body of the real slice (> 5 % of its p99.5,
     :func:`bundle.realism.body_mask`); 1 = edges as strong as the real scan; NaN for a flat real slice."""
-    from bundle.realism import body_mask
-
     body = body_mask(_np(real))
     if not body.any():
         return math.nan

@@ -4,6 +4,8 @@ code 2; every other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import math
+
 
 class UserError(ValueError):
     """Base of the bundle's user errors; the message names the file, folder or field."""
@@ -30,8 +32,6 @@ def number(value: object, field: str, kind: type = float, low: float | None = No
     """A numeric knob read where it is used: ``value`` (a number, or the string the command line passes) as ``kind``
     (int or float) inside [``low``, ``high``] (``low_open``: ``low`` excluded); None passes with ``allow_none``.
     Anything else is a :class:`ConfigError` naming ``field`` and the allowed range."""
-    import math
-
     if value is None and allow_none:
         return None
     what = ("an integer" if kind is int else "a number") + (

@@ -43,8 +43,8 @@ from typing import Any, Dict, Tuple, Union
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from .validation import (KNOBS, MYOPS_NAME, SAFE_NAME, RequestError, assert_plain_data, cast_knob, check_name,
-                         check_path, knob_types, range_texts, validate_knob, validate_knobs)
+from .validation import (KNOBS, MYOPS_NAME, RequestError, assert_plain_data, cast_knob, check_name, check_path,
+                         is_safe_name, knob_types, range_texts, validate_knob, validate_knobs)
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class SynthesisInferTask(InferTask):
             case = check_name(request["case_name"], "case_name")
         else:
             derived = m.group("case") if m else (re.sub(r"\.nii(\.gz)?$", "", image.name) if image else "case")
-            if not SAFE_NAME.fullmatch(derived) or set(derived) == {"."}:
+            if not is_safe_name(derived):
                 raise RequestError(f"the case name {derived[:60]!r} taken from the image's file name has characters "
                                    "other than A-Z a-z 0-9 _ . -: pass a case_name")
             case = derived

@@ -60,9 +60,14 @@ class ForbiddenPath(RequestError):
     status = 403
 
 
+def is_safe_name(value: Any) -> bool:
+    """A safe case name / image id: :data:`SAFE_NAME`, not only dots."""
+    return isinstance(value, str) and bool(SAFE_NAME.fullmatch(value)) and set(value) != {"."}
+
+
 def check_name(value: Any, field: str) -> str:
-    """``value`` if it is a safe case name / image id (:data:`SAFE_NAME`, not only dots); a RequestError otherwise."""
-    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or set(value) == {"."}:
+    """``value`` if :func:`is_safe_name`; a RequestError naming ``field`` otherwise."""
+    if not is_safe_name(value):
         raise RequestError(f"{field} must be 1-128 characters of A-Z a-z 0-9 _ . - (no path separator), got "
                            f"{_short(value)}")
     return value
