@@ -7,6 +7,7 @@ Labels follow MyoPS: 0 background, 200 LV normal myocardium, 500 LV blood pool,
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -214,3 +215,18 @@ def make_phantom_dataset(out_dir: str | Path, train_ids=(101, 102, 103), validat
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(marker)
     return out_dir
+
+
+def provide_default(dataset_dir: str | Path | None, phantom_dir: str | Path) -> Path | None:
+    """The embedded default data set as an explicit workflow step: when ``dataset_dir`` is the default
+    ``phantom_dir`` (no ``--dataset_dir`` given), write the phantom there (or find it already written) and log
+    where and why; any other ``dataset_dir`` (or None: explicit input files) is left alone. Returns the phantom's
+    folder or None."""
+    if dataset_dir is None or Path(dataset_dir).resolve() != Path(phantom_dir).resolve():
+        return None
+    existed = (Path(phantom_dir) / ".phantom.json").is_file()
+    out = make_phantom_dataset(phantom_dir)
+    logging.getLogger(__name__).info(
+        f"no --dataset_dir given: the embedded default data set, a synthetic MyoPS-like phantom, "
+        f"{'is' if existed else 'was written'} at {out} (pass --dataset_dir for your data)")
+    return out

@@ -9,6 +9,7 @@ CMRDiff model. Slices come from ``bundle.data.build_slices``: ``image`` (B, 3, H
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from collections.abc import Mapping, Sequence
 
@@ -21,6 +22,8 @@ from bundle.engine import add_latents, batch_generator, task_slots
 from bundle.errors import ConfigError
 from bundle.tta import check_views, view_mean
 from bundle.weights import WeightsError, load_weights
+
+logger = logging.getLogger(__name__)
 
 
 def translation_inputs(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -93,12 +96,15 @@ class TranslationVolumeInferer(Inferer):
     """Synthesis with an image-space baseline for ``task``: condition images (B, 3, H, W) -> (B, 1, H, W), or
     field-of-view volumes (B, 3, X, Y, S) -> (B, 1, X, Y, S) (slices area-resized to ``image_size``, batched, and
     resized back with bicubic). Output clamped to [0, 1]. With ``views`` V > 1 the prediction is the mean over V
-    flipped/transposed views (``bundle.tta``)."""
+    flipped/transposed views (``bundle.tta``). With a ``texture`` (``bundle.texture.ScannerTexture``; the realism
+    ablation "regression + texture"), volume outputs get a draw of the target's scanner texture (seeded by ``seed``)."""
 
-    def __init__(self, task: str, tasks: Mapping[str, Mapping], image_size: int | None = None, views: int = 1) -> None:
+    def __init__(self, task: str, tasks: Mapping[str, Mapping], image_size: int | None = None, views: int = 1,
+                 texture: nn.Module | None = None, seed: int = 0) -> None:
         super().__init__()
         self.target = task_slots(task, tasks)[0]
         self.image_size, self.views = image_size, check_views(views)
+        self.texture, self.seed = texture, int(seed)
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, network: nn.Module) -> torch.Tensor:
@@ -113,7 +119,11 @@ class TranslationVolumeInferer(Inferer):
             return self.predict(inputs, network).clamp(0, 1)
         if inputs.ndim != 5 or inputs.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) slices or (B, 3, X, Y, S) volumes, got {tuple(inputs.shape)}")
-        return map_fov_slices(lambda x: (self.predict(x, network),), inputs, self.image_size)[0].clamp(0, 1)
+        out = map_fov_slices(lambda x: (self.predict(x, network),), inputs, self.image_size)[0].clamp(0, 1)
+        if self.texture is not None:
+            g = torch.Generator().manual_seed(self.seed + 1)
+            out = self.texture.add_to_volume(out, ("C0", "DE", "T2")[self.target], g)
+        return out
 
 
 class LinearFit(nn.Module):
@@ -160,16 +170,33 @@ class MeanOfNetworks(nn.Module):
         return torch.stack([m(x) for m in self.members]).mean(0)
 
 
-def load_ensemble(network: nn.Module, path, arch: Mapping | None = None) -> nn.Module:
-    """``path`` (one weights file) loaded into ``network``; a list of files gives a :class:`MeanOfNetworks` of
-    copies of ``network``, one per file. Each file is checked against ``arch``; eval mode."""
+def _paths(path) -> list[str]:
     paths = [str(p) for p in path] if isinstance(path, (list, tuple)) else [str(path)]
     if not paths:
         raise WeightsError("an ensemble needs at least one weights file, got an empty list")
-    members = [network] + [copy.deepcopy(network) for _ in paths[1:]]
+    return paths
+
+
+def ensemble(network: nn.Module, path) -> nn.Module:
+    """The network that ``path`` will be loaded into, built without loading anything: ``network`` itself for one
+    weights file, a :class:`MeanOfNetworks` of copies of it for a list of files (loading is :func:`load_ensemble`,
+    an explicit workflow step)."""
+    paths = _paths(path)
+    return network if len(paths) == 1 else MeanOfNetworks([network] + [copy.deepcopy(network) for _ in paths[1:]])
+
+
+def load_ensemble(network: nn.Module, path, arch: Mapping | None = None) -> nn.Module:
+    """``path`` (one weights file) loaded into ``network``; a list of files into the members of ``network`` when
+    it is a :class:`MeanOfNetworks` of as many (see :func:`ensemble`), else into a new one of copies of ``network``.
+    Each file is checked against ``arch``; eval mode. Returns the loaded network."""
+    paths = _paths(path)
+    if not (isinstance(network, MeanOfNetworks) and len(network.members) == len(paths)):
+        network = ensemble(network, paths)
+    members = list(network.members) if isinstance(network, MeanOfNetworks) else [network]
     for p, m in zip(paths, members):
         load_weights(p, m, dict(arch or {}))
-    return (members[0] if len(members) == 1 else MeanOfNetworks(members)).eval()
+    logger.info(f"regressor weights loaded from {', '.join(paths)}")
+    return network.eval()
 
 
 def case_number(case: str) -> int:

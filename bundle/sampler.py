@@ -76,6 +76,7 @@ class CMRDiffSampler(Inferer):
         views: int = 1,
         estimator: str = "sample",
         synth_output: str = "mean",
+        texture: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
@@ -114,6 +115,7 @@ class CMRDiffSampler(Inferer):
         self.image_size, self.compile, self.cache_interval = image_size, bool(compile), int(cache_interval)
         self.views = effective_views(views, int(num_samples))
         self.estimator, self.synth_output = estimator, synth_output
+        self.texture = texture  # bundle.texture.ScannerTexture: added to the sample output(s) of volume calls only
         self._compiled: tuple[int, nn.Module] | None = None
         # the outputs of the last call besides the returned one (None with num_samples 1, whose output is the single
         # sample): slices (B, 1, H, W) after a (B, 3, H, W) call, volumes (B, 1, X, Y, S) after a volume call
@@ -234,7 +236,8 @@ class CMRDiffSampler(Inferer):
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
         """Slices (B, 3, H, W) -> (B, 1, H, W); or field-of-view volumes (B, 3, X, Y, S) -> (B, 1, X, Y, S):
         every slice is resized to ``image_size`` (area), sampled in one batch and resized back (bicubic).
-        Returns the mean of the N samples, or with ``synth_output="sample"`` the first sample (the same for N 1).
+        Returns the mean of the N samples, or with ``synth_output="sample"`` the first sample (the same for N 1);
+        with a ``texture``, volume calls add a draw of the scanner's texture to the sample (never to the mean of N).
         Kept for the caller (None with N 1): the uncertainty in ``self.uncertainty`` / ``self.uncertainty_volume``,
         the mean and the first sample in ``self.mean_image`` / ``self.sample_image`` (slices) or
         ``self.mean_volume`` / ``self.sample_volume`` (volumes; clamped to [0, 1] like the output)."""
@@ -245,6 +248,13 @@ class CMRDiffSampler(Inferer):
         if inputs.ndim != 5 or inputs.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) slices or (B, 3, X, Y, S) volumes, got {tuple(inputs.shape)}")
         mean, std, first = map_fov_slices(lambda x: self.sample(x, network), inputs, self.image_size)
+        if self.texture is not None:  # the scanner's texture on the field's sample output, never on the mean of N
+            seq = ("C0", "DE", "T2")[self.target]
+            g = torch.Generator().manual_seed(int(self.seed) + 1) if self.seed is not None else None
+            if first is not None:
+                first = self.texture.add_to_volume(first, seq, g)
+            elif self.num_samples == 1:  # the output is the single sample
+                mean = self.texture.add_to_volume(mean, seq, g)
         mean = mean.clamp(0, 1)
         first = first.clamp(0, 1) if first is not None else None  # bicubic resizing may over/undershoot, as the mean
         self.uncertainty_volume = std.clamp_min(0) if std is not None else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ class WeightsError(UserError):
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+logger = logging.getLogger(__name__)
 
 
 def shipped_files(root: str | Path = REPO_ROOT) -> set[Path]:
@@ -81,14 +83,13 @@ def save_weights(path: str | Path, network: nn.Module, arch: dict[str, Any], ove
     net = network.module if hasattr(network, "module") else network
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     atomic_write(path, lambda tmp: torch.save({"state_dict": state, "arch": dict(arch), "extra": extra}, tmp))
+    logger.info(f"saved {path}" + (f" (latent scale factor {extra['scale_factor']:.4f})" if "scale_factor" in extra else ""))
     return path
 
 
-def load_weights(path: str | Path, network: nn.Module, arch: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load ``path`` into ``network`` and return its ``extra`` dict (plus the stored ``arch``).
-
-    When ``arch`` is given, every key it names must match the stored ``arch`` (e.g. ``{"task": "lge"}``).
-    """
+def read_weights(path: str | Path, arch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a weights file ``{"state_dict", "arch", "extra"}`` without loading it into a network; a clear error when
+    it is missing, unreadable, or was trained with another value of a key ``arch`` names (e.g. ``{"task": "lge"}``)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} not found")
@@ -102,6 +103,23 @@ def load_weights(path: str | Path, network: nn.Module, arch: dict[str, Any] | No
     for k, v in (arch or {}).items():
         if k in stored and _norm(stored[k]) != _norm(v):
             raise WeightsError(f"{path} was trained with {k}={stored[k]!r}, but the config asks for {k}={v!r}")
+    return ckpt
+
+
+def stored_extra(path: str | Path, arch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``extra`` dict of a weights file (plus its stored ``arch``), read without loading any network: e.g. the
+    autoencoder's latent ``scale_factor`` as a config value, while loading is a workflow step."""
+    ckpt = read_weights(path, arch)
+    return dict(ckpt.get("extra", {}), arch=ckpt.get("arch", {}))
+
+
+def load_weights(path: str | Path, network: nn.Module, arch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load ``path`` into ``network`` and return its ``extra`` dict (plus the stored ``arch``).
+
+    When ``arch`` is given, every key it names must match the stored ``arch`` (e.g. ``{"task": "lge"}``).
+    """
+    ckpt = read_weights(path, arch)
+    stored = ckpt.get("arch", {})
     net = network.module if hasattr(network, "module") else network
     try:
         net.load_state_dict(ckpt["state_dict"], strict=True)
@@ -110,6 +128,17 @@ def load_weights(path: str | Path, network: nn.Module, arch: dict[str, Any] | No
         raise WeightsError(f"{path} does not fit the configured {type(net).__name__} ({msg}); "
                            f"stored arch: {stored}") from None
     return dict(ckpt.get("extra", {}), arch=stored)
+
+
+def load_autoencoder(network: nn.Module, path: str | Path, arch: dict[str, Any] | None = None) -> float:
+    """The explicit stage-1 loading step of a workflow's ``initialize``: load the autoencoder's weights into
+    ``network``, switch it to eval mode, log the file and return its latent scale factor."""
+    extra = load_weights(path, network, arch)
+    if "scale_factor" not in extra:
+        raise WeightsError(f"{path} has no latent scale_factor: not an exported autoencoder")
+    network.eval()
+    logger.info(f"stage 1: autoencoder weights loaded from {path} (latent scale factor {extra['scale_factor']:.4f})")
+    return float(extra["scale_factor"])
 
 
 def _norm(v: Any) -> Any:

@@ -49,6 +49,8 @@ COLS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("myo_psnr", "myo PSNR", 2), (
 METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "cmrdiff": ("**CMRDiff** (shipped weights and defaults)", [], []),
     "cmrdiff_1sample": ("CMRDiff, one sample", [], ["--num_samples", "1"]),
+    # the realism ablations (issue 31): the sample without the scanner texture, the regression with it
+    "cmrdiff_1sample_raw": ("CMRDiff, one sample without the scanner texture", [], ["--num_samples", "1", "--texture", "false"]),
     "cmrdiff_paper_start": ("CMRDiff, the paper's start (guide sequence)", [],
                             ["--guide", "default", "--residual", "false", "--strength", "0.75", "--num_samples", "4"]),
     "cmrdiff_paper": ("CMRDiff, v0.3.0 sampler settings", [],
@@ -60,6 +62,8 @@ METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "ldm_plain": ("ldm_plain", [B + "latent.yaml", B + "ldm_plain.yaml"], ["--num_samples", "4"]),
     # the regressor behind CMRDiff's `guide: regression` start (guide_weights), evaluated on its own
     "guide": ("CMRDiff's guide regressor alone", [B + "image.yaml", B + "evaluate_image.yaml"], []),
+    "guide_texture": ("CMRDiff's guide regressor + the scanner texture", [B + "image.yaml", B + "evaluate_image.yaml"],
+                      ["--texture", "true"]),
     # trained on the guide's data and augmentation (--baselines_dir; docs/results.md names the commands)
     "unet_l1": ("unet_l1", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
     "pix2pix": ("pix2pix", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
@@ -108,7 +112,7 @@ def label(key: str, overrides: list[str]) -> str:
     k = knobs(key, overrides)
     if key == "copy":
         return name
-    if key in ("guide", "unet_l1", "pix2pix", "pix2pix_1view", "linear", *MYOPS_ONLY):  # image-space: only views
+    if key in ("guide", "guide_texture", "unet_l1", "pix2pix", "pix2pix_1view", "linear", *MYOPS_ONLY):  # image-space: only views
         return name if int(k["views"]) == 1 else f"{name}, mean of {k['views']} test-time views"
     k["views"] = effective_views(k["views"], k["num_samples"])  # what the sampler runs with N samples
     if k["estimator"] == "sample":  # the default chain to t = 0: labels name only the one-step estimate
@@ -132,9 +136,14 @@ def weights_of(key: str, args) -> list[Path]:
         [models / f"guide_{args.profile}_any.pt"]
     if key == "guide":
         return guide
+    if key == "guide_texture":
+        return guide + [models / f"texture_{args.profile}.pt"]
     files = [models / f"diffusion_{args.profile}_any.pt"]
     if knobs(key, setargs(args))["guide"] == "regression":
         files += guide
+    texture = models / f"texture_{args.profile}.pt"  # `texture: auto` draws it onto sample outputs
+    if texture.is_file() and "--texture" not in METHODS[key][2]:
+        files.append(texture)
     return files
 
 
@@ -168,11 +177,12 @@ def evaluate(key: str, task: str, args, out: Path) -> dict:
     summary, stamp = out / "summary.json", out / "command.txt"
     ws = weights_of(key, args)
     _, files, extra = METHODS[key]
-    if key == "guide":  # the guide's own weights file and the method it was trained as (guide, or unet_l1 before)
+    if key in ("guide", "guide_texture"):  # the guide's own weights file and the method it was trained as
         import torch
 
-        method = torch.load(ws[0], map_location="cpu", weights_only=True)["arch"]["method"]
-        extra = [*extra, "--method", method, "--baseline_weights", str(ws[0]) if len(ws) == 1 else str([str(w) for w in ws])]
+        g = [w for w in ws if not w.name.startswith("texture_")]
+        method = torch.load(g[0], map_location="cpu", weights_only=True)["arch"]["method"]
+        extra = [*extra, "--method", method, "--baseline_weights", str(g[0]) if len(g) == 1 else str([str(w) for w in g])]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(EVAL + files), "--task", task,
            "--dataset_dir", str(args.dataset_dir), "--split", args.split, "--output_dir", str(out),
            "--profile", args.profile, "--baselines_dir", str(args.myops_only_dir if key in MYOPS_ONLY else args.baselines_dir),

@@ -118,3 +118,41 @@ def test_myops_like_calibration(vols):
     assert 0.5 < rel["C0"][500] < 0.9 and 0.18 < rel["C0"][200] < 0.45
     assert 0.3 < rel["DE"][500] < 0.7 and 0.1 < rel["DE"][200] < 0.35
     assert 0.05 < rel["T2"][500] < 0.25 and 0.15 < rel["T2"][200] < 0.5
+
+
+def test_default_data_set_is_an_explicit_logged_step(tmp_path, caplog, parser):
+    """Resolving `dataset_dir` writes nothing; the `provide_data` step writes the phantom and says where; a given
+    --dataset_dir (or explicit input files: None) is left alone."""
+    import logging
+
+    from bundle.phantom import provide_default
+
+    p = parser(output_dir=str(tmp_path / "out"))
+    default = tmp_path / "out" / "phantom"
+    assert p.get_parsed_content("dataset_dir") == str(default)
+    assert not default.exists()  # resolving the value did no work
+    with caplog.at_level(logging.INFO, logger="bundle.phantom"):
+        assert p.get_parsed_content("provide_data") == default
+    assert (default / ".phantom.json").is_file()
+    assert f"written at {default}" in caplog.text and "no --dataset_dir" in caplog.text
+    mine = tmp_path / "mine"
+    assert provide_default(mine, default) is None and not mine.exists()
+    assert provide_default(None, default) is None
+
+
+@pytest.mark.parametrize("workflow", ["train_autoencoder", "train_diffusion", "inference", "inference_autoencoder",
+                                      "baselines/unet_l1", "baselines/copy", "baselines/evaluate_image",
+                                      "baselines/fit_linear", "multi_gpu_train_diffusion"])
+def test_every_workflow_provides_its_data_and_loads_weights_as_steps(workflow):
+    """Loading and the default data set are `initialize` steps of each workflow, not side effects of a value."""
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    cfg = yaml.safe_load((REPO_ROOT / "configs" / f"{workflow}.yaml").read_text())
+    steps = [str(s) for s in cfg["initialize"]]
+    assert "@provide_data" in steps
+    uses_ae = workflow in ("train_diffusion", "inference", "inference_autoencoder", "multi_gpu_train_diffusion")
+    assert ("@load_autoencoder" in steps) == uses_ae
+    text = (REPO_ROOT / "configs" / f"{workflow}.yaml").read_text()
+    assert "print('saved'" not in text and "make_phantom_dataset" not in text

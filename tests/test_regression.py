@@ -280,3 +280,19 @@ def test_load_ensemble_averages_the_members_and_checks_each_file(tmp_path):
         load_ensemble(unet(), paths, {"features": [8, 8, 8, 8, 8, 8]})
     with pytest.raises(WeightsError, match="at least one"):
         load_ensemble(unet(), [], arch)
+
+
+def test_translation_inferer_draws_the_texture_only_when_given_one():
+    from bundle.regression import TranslationVolumeInferer
+    from bundle.texture import ScannerTexture
+
+    tasks = {"lge": {"target": "DE", "conditions": ["C0", "T2"]}}
+    net = lambda x: x[:, :1] * 0 + 0.5  # noqa: E731  a constant 'regressor' (B, 6, H, W) -> (B, 1, H, W)
+    vol = torch.rand(1, 3, 32, 32, 2)
+    plain = TranslationVolumeInferer("lge", tasks)(vol, net)
+    tex = ScannerTexture(3)
+    tex.kernels.fill_(0.01)
+    a = TranslationVolumeInferer("lge", tasks, texture=tex, seed=3)(vol, net)
+    b = TranslationVolumeInferer("lge", tasks, texture=tex, seed=3)(vol, net)
+    torch.testing.assert_close(a, b)
+    assert torch.all(plain == 0.5) and (a - plain).abs().mean() > 0.01

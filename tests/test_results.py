@@ -123,3 +123,19 @@ def test_labels_name_the_prediction_type_only_when_it_is_not_the_default():
     assert "prediction_type" not in plain and "guide regression" in plain
     flow = label("cmrdiff", ["--prediction_type", "flow"])
     assert flow == plain + ", prediction_type flow"
+
+
+def test_docs_results_has_every_block_the_scripts_write():
+    """`make results` (and --split tune, and scripts/learning_curves.py) stop with an error when docs/results.md lacks
+    a marked block; each must be there exactly once, and the validation table must hold CMRDiff's row of 12 values."""
+    import re
+
+    doc = (ROOT / "docs" / "results.md").read_text()
+    for marker in ("results", "clinical", "realism", "paired", "tune", "clinical_tune", "realism_tune", "paired_tune",
+                   "learning_curves"):
+        blocks = re.findall(rf"<!-- {marker}:begin -->\n(.*?)<!-- {marker}:end -->", doc, flags=re.S)
+        assert len(blocks) == 1, marker
+    table = re.search(r"<!-- results:begin -->\n(.*?)<!-- results:end -->", doc, flags=re.S).group(1)
+    row = next(ln for ln in table.splitlines() if ln.startswith("| **CMRDiff** (shipped weights and defaults)"))
+    values = [float(c.strip().strip("*").split(" ± ")[0]) for c in row.strip("|").split("|")[1:]]
+    assert len(values) == len(TASKS) * len(COLS) and all(0 < v < 40 for v in values)

@@ -54,6 +54,8 @@ def setup(tmp_path_factory):
                  synth_output="sample", input_files={s: str(files[s]) for s in ("C0", "DE", "T2")})
     for k, v in knobs.items():
         p[k] = v
+    p.get_parsed_content("load_autoencoder")  # the workflow's explicit loading steps
+    p.get_parsed_content("load_guide")
     net = p.get_parsed_content("network")
     load_diffusion(p.get_parsed_content("diffusion_weights"), net, p.get_parsed_content("diffusion_arch"), TASK,
                    p.get_parsed_content("scale_factor"))

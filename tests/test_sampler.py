@@ -523,3 +523,25 @@ def test_flow_chain_and_x0_land_on_the_velocity_fields_target(tiny):
         torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
     guide = ae.decode_stage_2_outputs(ae.encode(x[:, 2:3])[0]).clamp(0, 1)
     assert (guide - want).abs().max() > 1e-2  # where it started from is not where it lands
+
+
+def test_texture_is_drawn_onto_the_sample_and_never_onto_the_mean(tiny):
+    """With a scanner texture, a volume call adds a texture draw to the kept sample (and to the output of N 1, a
+    single sample), inside the body only; the mean of N and the std are the same as without it."""
+    from bundle.texture import ScannerTexture
+
+    tex = ScannerTexture(3)
+    tex.kernels.fill_(0.01)
+    vol = torch.rand(1, 3, 64, 64, 2) * 0.5 + 0.25
+    runs = {}
+    for t in (None, tex):
+        s = _sampler(tiny, num_samples=4, views=1, texture=t)
+        s.samples = _fake_samples
+        s(vol, tiny[0])
+        runs[t is not None] = (s.mean_volume, s.sample_volume, s.uncertainty_volume)
+    torch.testing.assert_close(runs[True][0], runs[False][0])
+    torch.testing.assert_close(runs[True][2], runs[False][2])
+    diff = (runs[True][1] - runs[False][1]).abs()
+    assert diff.mean() > 0.01 and runs[True][1].min() >= 0 and runs[True][1].max() <= 1
+    one = {t is not None: _sampler(tiny, num_samples=1, num_inference_steps=1, texture=t)(vol, tiny[0]) for t in (None, tex)}
+    assert (one[True] - one[False]).abs().mean() > 0.01

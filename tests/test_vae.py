@@ -131,9 +131,13 @@ def test_compute_scale_factor():
 def test_shipped_autoencoder_weights(parser):
     p = parser()  # default profile: cpu, autoencoder_path: models/autoencoder_cpu.pt
     assert Path(p.get_parsed_content("autoencoder_path")).resolve() == SHIPPED_AE
-    scale = p.get_parsed_content("scale_factor")  # loads the weights into the cpu-profile autoencoder
+    scale = p.get_parsed_content("scale_factor")  # read from the file: resolving it loads nothing
     assert abs(scale - SHIPPED_SCALE) < 1e-5
     ae = p.get_parsed_content("autoencoder")
+    fresh = {k: v.clone() for k, v in ae.state_dict().items()}
+    assert p.get_parsed_content("load_autoencoder") == pytest.approx(scale)  # the explicit loading step
+    assert not ae.training
+    assert any(not torch.equal(fresh[k], v) for k, v in ae.state_dict().items())
     stored = torch.load(SHIPPED_AE, map_location="cpu", weights_only=True)["state_dict"]
     state = ae.state_dict()
     assert state.keys() == stored.keys()

@@ -6,11 +6,11 @@ Nothing of the pipeline is duplicated: the task runs a ``monai.bundle.ConfigWork
 ``initialize`` and ``run`` lists, and hands the written ``<case>_<SEQ>_synth.nii.gz`` to the server.
 
 Networks stay loaded between requests: on the first request of a model (under the model's lock) one workflow is
-initialized in full, which builds the diffusion network, the autoencoder (+ its latent scale factor) and, when a
-request first asks for ``guide: regression``, the guide regressor, all with the shipped weights loaded. Every request
+initialized in full, which builds the diffusion network, the autoencoder (+ its latent scale factor) and the guide
+regressor, and loads the shipped weights through the config's own explicit loading steps. Every request
 then gets a fresh, cheap workflow (config parsing only) into which these objects are injected as overrides
 (``network``, ``autoencoder``, ``scale_factor``, ``guide_network``) and whose ``initialize`` list skips the
-weight loading; the sampler, data pipeline and evaluator are rebuilt from the config per request, so one request's
+weight-loading steps (``load_*``); the sampler, data pipeline and evaluator are rebuilt from the config per request, so one request's
 knobs never leak into the next. ``networks_built`` in the model's ``/info/`` entry counts the builds (1 once used).
 
 No request value reaches the config parser as text it could interpret (lib/validation.py): the case name is checked
@@ -232,22 +232,24 @@ class SynthesisInferTask(InferTask):
 
     def _networks(self, guide: bool) -> Dict[str, Any]:
         """The model's networks with their weights, built on first use and kept: ``network`` (diffusion net),
-        ``autoencoder``, ``scale_factor`` and, once a request asks for ``guide: regression``, ``guide_network``.
+        ``autoencoder``, ``scale_factor`` and ``guide_network`` (passed on only to requests with ``guide: regression``).
         Called under ``self._lock``."""
         if self._base is None:
             t0 = time.time()
             tmp = Path(tempfile.mkdtemp(prefix="cmrdiff_monailabel_init_"))
             try:
                 # the config's own initialize list builds the networks and loads the weights; guide `regression` so
-                # that `guide_network` resolves to the regressor when first asked for
+                # that its load_guide step loads the regressor too
                 base = self._workflow(output_dir=str(tmp), guide="regression")
                 base.initialize()
                 p = base.parser
-                nets = {k: p.get_parsed_content(k) for k in ("network", "autoencoder", "scale_factor")}
+                nets = {k: p.get_parsed_content(k) for k in ("network", "autoencoder", "scale_factor", "guide_network",
+                                                         "texture_model")}
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             init = list(p.get("initialize"))
-            skip = [e for e in init if not ("load_diffusion" in str(e) or "load_weights" in str(e))]
+            # the weight-loading steps (load_autoencoder, load_diffusion, load_guide) ran once, above
+            skip = [e for e in init if "load_" not in str(e)]
             if len(skip) == len(init):  # a request workflow would load the weights again: refuse, loudly
                 raise RuntimeError("configs/inference.yaml `initialize` has no weight-loading step (load_diffusion) "
                                    "to skip per request; update monailabel_app/lib/infer_synthesis.py")
@@ -258,9 +260,6 @@ class SynthesisInferTask(InferTask):
             self.networks_built += 1
             logger.info(f"CMRDiff {self.task}: networks built and weights loaded in {time.time() - t0:.2f} s "
                         f"(build {self.networks_built}); kept for later requests")
-        if guide and "guide_network" not in self._nets:
-            self._nets["guide_network"] = self._base.parser.get_parsed_content("guide_network")
-            logger.info(f"CMRDiff {self.task}: guide regressor loaded; kept for later requests")
         return dict(self._nets, guide_network=self._nets.get("guide_network") if guide else None)
 
     def _run(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:

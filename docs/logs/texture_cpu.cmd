@@ -1,0 +1,1 @@
+.venv/bin/python -m monai.bundle run --config_file "['configs/common.yaml','configs/fit_texture.yaml']" --dataset_dir ../shared/data/myops2020 --output_dir output/texture --export_dir models --overwrite_shipped true
