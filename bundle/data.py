@@ -36,6 +36,15 @@ class DataError(UserError):
     """Bad or missing input data; the message names the file, folder or field."""
 
 
+def _label_file(folder: Path, case: str) -> Path | None:
+    """The label file of ``case`` in ``folder``: ``<case>_gd.nii.gz``, else ``<case>_gd.nii``, else None."""
+    for ext in (".nii.gz", ".nii"):
+        gd = folder / f"{case}_gd{ext}"
+        if gd.is_file():
+            return gd
+    return None
+
+
 def discover_cases(
     dataset_dir: str | Path, split: str, validation_ids: Sequence[int], require_label: bool = False,
     required: Sequence[str] = SEQUENCES, tuning_ids: Sequence[int] = (),
@@ -75,14 +84,11 @@ def discover_cases(
         if missing:
             raise DataError(f"case {case} in {img_dir} lacks sequence file(s) {missing}: "
                             f"{', '.join(f'{case}_{s}.nii.gz' for s in missing)} not found")
-        for ext in (".nii.gz", ".nii"):
-            gd = gd_dir / f"{case}_gd{ext}"
-            if gd.is_file():
-                item["gd"] = str(gd)
-                break
-        else:
-            if require_label:
-                raise DataError(f"case {case}: label file {gd_dir / (case + '_gd.nii.gz')} not found")
+        gd = _label_file(gd_dir, case)
+        if gd is not None:
+            item["gd"] = str(gd)
+        elif require_label:
+            raise DataError(f"case {case}: label file {gd_dir / (case + '_gd.nii.gz')} not found")
         cases.append(item)
     if not cases:
         raise DataError(
@@ -124,10 +130,9 @@ def discover_flat_cases(dataset_dir: str | Path, case_ids: Sequence[int], requir
         missing = [q for q in required if q not in item]
         if missing:
             raise DataError(f"case {case} in {root} lacks sequence file(s) {missing}")
-        for ext in (".nii.gz", ".nii"):
-            if (root / f"{case}_gd{ext}").is_file():
-                item["gd"] = str(root / f"{case}_gd{ext}")
-                break
+        gd = _label_file(root, case)
+        if gd is not None:
+            item["gd"] = str(gd)
         cases.append(item)
     if not cases:
         raise DataError(f"no <name>_<id>_{{C0,DE,T2}}.nii.gz cases in {root}")
@@ -168,6 +173,22 @@ def volumes_to_slices(volumes: Sequence[dict]) -> list[dict]:
     return out
 
 
+def area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) ``x`` area-resized (averaged) to ``size`` (H', W'): the downsampling to the model's pixel scale;
+    ``x`` itself when it already has that size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return torch.nn.functional.interpolate(x, size=tuple(size), mode="area")
+
+
+def bicubic_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) ``x`` bicubic-resized (``align_corners=False``) to ``size`` (H', W'): the way back from the
+    model's pixel scale (see ``scripts/resize_ceiling.py``); ``x`` itself when it already has that size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return torch.nn.functional.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False)
+
+
 def map_fov_slices(fn, volumes: torch.Tensor, image_size: int | None = None) -> tuple[torch.Tensor | None, ...]:
     """Run a 2D model on every slice of field-of-view volumes, batched.
 
@@ -181,15 +202,12 @@ def map_fov_slices(fn, volumes: torch.Tensor, image_size: int | None = None) -> 
     b, c, nx, ny, ns = volumes.shape
     x = volumes.permute(0, 4, 1, 2, 3).reshape(b * ns, c, nx, ny).float()
     size = image_size or nx
-    resize = (nx, ny) != (size, size)
-    if resize:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    x = area_resize(x, (size, size))
 
     def back(t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
             return None
-        if resize:
-            t = torch.nn.functional.interpolate(t, size=(nx, ny), mode="bicubic", align_corners=False)
+        t = bicubic_resize(t, (nx, ny))
         return t.reshape(b, ns, t.shape[1], nx, ny).permute(0, 2, 3, 4, 1)
 
     return tuple(back(t) for t in fn(x))

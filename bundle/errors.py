@@ -27,6 +27,15 @@ def flag(value: object, field: str) -> bool:
     raise ConfigError(f"{field} must be true or false, got {value!r}")
 
 
+def is_null(value: object, *aliases: str) -> bool:
+    """Whether a knob says "none": ``None``, or a string that (stripped, lower-cased) is ``""``, ``"none"``,
+    ``"null"`` or one of ``aliases`` (lower-case, e.g. ``"default"``, ``"native"``). The command line cannot pass
+    None (MONAI drops None overrides), so such knobs arrive as these strings."""
+    if value is None:
+        return True
+    return isinstance(value, str) and value.strip().lower() in ("", "none", "null", *aliases)
+
+
 def number(value: object, field: str, kind: type = float, low: float | None = None, high: float | None = None,
            low_open: bool = False, allow_none: bool = False) -> int | float | None:
     """A numeric knob read where it is used: ``value`` (a number, or the string the command line passes) as ``kind``

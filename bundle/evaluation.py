@@ -19,10 +19,10 @@ from ignite.engine import Engine, Events
 from monai.metrics import PSNRMetric, SSIMMetric
 
 from bundle import clinical
+from bundle.atomic import atomic_write
 from bundle.realism import C2STCollector
 from bundle.clinical import CLINICAL_COLUMNS
 from bundle.data import SEQUENCES, DataError
-from bundle.io import atomic_write
 
 COLUMNS = ("psnr", "ssim", "myo_psnr", "myo_ssim")
 PSNR_CAP = 120.0  # dB, = an MSE of 1e-12 (data range 1)

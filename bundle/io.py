@@ -14,6 +14,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from bundle.atomic import atomic_write, atomic_write_all
 from bundle.data import SEQUENCES, DataError
 from bundle.errors import flag, number
 from bundle.transforms import fov_offsets, paste_fov
@@ -32,47 +33,6 @@ def check_output_dir(path: str | Path, inputs: Sequence[str | Path] = ()) -> Pat
     except OSError as e:
         raise DataError(f"output_dir {p} is not writable: {e.strerror or e}") from None
     return p
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call ``write(tmp)`` on a temp file beside ``path`` (same suffix), then rename it onto ``path`` (mode 0644)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def atomic_write_all(items: Sequence[tuple[Path, Callable[[str], object]]]) -> list[Path]:
-    """All or nothing: call every ``write(tmp)`` of ``items`` ((path, write) pairs) on a temp file beside its path
-    (as :func:`atomic_write`), and only when all of them succeeded rename each onto its path; a failing write
-    removes every temp file and leaves every ``path`` as it was (no half-written set of outputs)."""
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, write in items:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
-            os.close(fd)
-            staged.append((tmp, path))
-            write(tmp)
-            os.chmod(tmp, 0o644)
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return [path for _, path in staged]
 
 
 def nifti_writer(volume: np.ndarray, reference: str | Path, path: str | Path,
@@ -164,29 +124,6 @@ def feather_weight(fov: int, field_shape: Sequence[int], feather: int) -> np.nda
         ramp.append(r)
     slab = (ramp[0][:, None] * ramp[1][None, :])[..., None]
     return paste_fov(slab, (*field_shape[:2], 1))[..., 0]
-
-
-@torch.inference_mode()
-def regression_fill(field: torch.Tensor, target: int, network: torch.nn.Module, fov: int,
-                    image_size: int | None) -> torch.Tensor:
-    """The image-space regressor (fully convolutional, input ``bundle.regression.translation_inputs``) on every
-    slice of the whole ``field`` (3, X', Y', S) at the model's pixel scale (area-downsampled by ``image_size/fov``,
-    bicubic back): (X', Y', S) in [0, 1]."""
-    from bundle.regression import translation_inputs
-
-    dev = next(network.parameters()).device
-    x = torch.as_tensor(field).float().permute(3, 0, 1, 2).to(dev)  # (S, 3, X', Y')
-    nx, ny = x.shape[2:]
-    scale = (image_size or fov) / fov
-    size = (max(1, round(nx * scale)), max(1, round(ny * scale)))
-    small = torch.nn.functional.interpolate(x, size=size, mode="area") if size != (nx, ny) else x
-    px, py = (-size[0]) % 16, (-size[1]) % 16  # BasicUNet: 4 poolings
-    small = torch.nn.functional.pad(small, (0, py, 0, px))
-    tgt = torch.full((small.shape[0],), int(target), dtype=torch.long, device=dev)
-    out = network(translation_inputs(small, tgt))[:, :, : size[0], : size[1]]
-    if size != (nx, ny):
-        out = torch.nn.functional.interpolate(out, size=(nx, ny), mode="bicubic", align_corners=False)
-    return out[:, 0].permute(1, 2, 0).clamp(0, 1).float().cpu()
 
 
 def sliding_fill(field: torch.Tensor, inferer, network, fov: int, overlap: float = 0.25) -> torch.Tensor:
@@ -290,6 +227,9 @@ class SaveSynthesisd(MapTransform):
             return np.asarray(field[t], np.float32), "input"
         net = self.fill_network if self.fill_network is not None else getattr(self.inferer, "guide_network", None)
         if net is not None:
+            # imported here, not at module level: bundle.regression pulls in the training stack (and weights)
+            from bundle.regression import regression_fill
+
             return regression_fill(field, t, net, fov, self.image_size).numpy(), "regression"
         if self.network is not None and self.inferer is not None:
             return sliding_fill(field, self.inferer, self.network, fov).numpy(), "sliding_window"

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 from monai.inferers import Inferer
 from torch import nn
 
-from bundle.data import map_fov_slices
-from bundle.engine import add_latents, batch_generator, task_slots
-from bundle.errors import ConfigError
+from bundle.data import area_resize, bicubic_resize, map_fov_slices
+from bundle.engine import batch_generator, task_slots
 from bundle.tta import check_views, view_mean
 from bundle.weights import WeightsError, load_weights
 
@@ -126,6 +124,26 @@ class TranslationVolumeInferer(Inferer):
         return out
 
 
+@torch.inference_mode()
+def regression_fill(field: torch.Tensor, target: int, network: torch.nn.Module, fov: int,
+                    image_size: int | None) -> torch.Tensor:
+    """The image-space regressor (fully convolutional, input :func:`translation_inputs`) on every slice of the whole
+    ``field`` (3, X', Y', S) at the model's pixel scale (area-downsampled by ``image_size/fov``, bicubic back):
+    (X', Y', S) in [0, 1]. The whole-field fill of ``bundle.io.SaveSynthesisd``."""
+    dev = next(network.parameters()).device
+    x = torch.as_tensor(field).float().permute(3, 0, 1, 2).to(dev)  # (S, 3, X', Y')
+    nx, ny = x.shape[2:]
+    scale = (image_size or fov) / fov
+    size = (max(1, round(nx * scale)), max(1, round(ny * scale)))
+    small = area_resize(x, size)
+    px, py = (-size[0]) % 16, (-size[1]) % 16  # BasicUNet: 4 poolings
+    small = torch.nn.functional.pad(small, (0, py, 0, px))
+    tgt = torch.full((small.shape[0],), int(target), dtype=torch.long, device=dev)
+    out = network(translation_inputs(small, tgt))[:, :, : size[0], : size[1]]
+    out = bicubic_resize(out, (nx, ny))
+    return out[:, 0].permute(1, 2, 0).clamp(0, 1).float().cpu()
+
+
 class LinearFit(nn.Module):
     """The linear-intensity baseline: ``target = a_t·c1 + b_t·c2 + c_t`` per task ``t``, on the same network input
     as the image-space regressors (B, 6, H, W) -> (B, 1, H, W). ``weight`` (3, 3): one row per target slot over the
@@ -197,74 +215,6 @@ def load_ensemble(network: nn.Module, path, arch: Mapping | None = None) -> nn.M
         load_weights(p, m, dict(arch or {}))
     logger.info(f"regressor weights loaded from {', '.join(paths)}")
     return network.eval()
-
-
-def case_number(case: str) -> int:
-    """The id a case name ends with: ``myops_training_101`` -> 101, ``myopspp_4006`` -> 4006."""
-    m = re.search(r"(\d+)$", str(case))
-    if m is None:
-        raise ConfigError(f"case {case!r} has no numeric id at the end of its name")
-    return int(m.group(1))
-
-
-@torch.no_grad()
-def add_guide_latents(guide: nn.Module | None, autoencoder: nn.Module, slices: list[dict], scale_factor: float,
-                      device: torch.device | str = "cpu", batch_size: int = 32,
-                      folds: Sequence[tuple[Sequence[int], nn.Module]] = ()) -> list[dict]:
-    """The bridge recipe's starts: every slice dict (``image`` (3, H, W)) gets ``guide_latent`` (3·lc, h, w), the
-    VAE latent (× ``scale_factor``) of ``guide``'s prediction of each of the three sequences from the other two
-    (clamped to [0, 1], the sampler's ``guide: regression`` start). ``guide`` None: the slices as they are.
-
-    ``folds`` (out-of-fold starts): pairs ``(case ids, guide trained without them)``; each slice then gets the
-    prediction of the fold that holds its ``case`` (every case in exactly one fold), not ``guide``'s."""
-    if guide is None:
-        return slices
-    if any("views" in s for s in slices):
-        raise ConfigError("the bridge recipe (train_start guide) needs latent_views 1: the guide's latents are not "
-                          "computed for the augmented views")
-    if folds:
-        owner = {}
-        for k, (ids, _) in enumerate(folds):
-            for i in ids:
-                if int(i) in owner:
-                    raise ConfigError(f"train_guide_folds: case id {int(i)} is in folds {owner[int(i)]} and {k}")
-                owner[int(i)] = k
-        groups: list[list[int]] = [[] for _ in folds]
-        for n, s in enumerate(slices):
-            k = owner.get(case_number(s["case"]))
-            if k is None:
-                raise ConfigError(f"train_guide_folds: no fold holds case {s['case']!r} (each training case needs "
-                                  "the guide trained without it)")
-            groups[k].append(n)
-        out: list[dict | None] = [None] * len(slices)
-        for (_, fold_guide), idx in zip(folds, groups):
-            done = add_guide_latents(fold_guide, autoencoder, [slices[n] for n in idx], scale_factor, device,
-                                     batch_size)
-            for n, d in zip(idx, done):
-                out[n] = d
-        return out
-    guide.eval()
-    autoencoder.eval()
-
-    def predictions(x: torch.Tensor) -> torch.Tensor:  # (b, 3, H, W) -> the guide's three predictions (b, 3, H, W)
-        x = x.as_subclass(torch.Tensor)
-        return torch.cat([guide(translation_inputs(x, torch.full((x.shape[0],), t, dtype=torch.long,
-                                                                 device=x.device))).clamp(0, 1) for t in range(3)], 1)
-
-    return add_latents(autoencoder, slices, scale_factor, device, batch_size, key="guide_latent", images=predictions)
-
-
-def load_fold_guides(network: nn.Module, folds: Sequence[Mapping], profile: str,
-                     features) -> list[tuple[list[int], nn.Module]]:
-    """``train_guide_folds`` (a list of ``{case_ids: [...], weights: <guide file or list>}``) -> pairs (case ids,
-    that fold's guide: a copy of ``network`` with its weights, eval mode), for :func:`add_guide_latents`."""
-    out = []
-    for k, fold in enumerate(folds):
-        if not isinstance(fold, Mapping) or set(fold) != {"case_ids", "weights"}:
-            raise ConfigError(f"train_guide_folds[{k}] must be {{case_ids: [...], weights: <file>}}, got {fold!r}")
-        out.append(([int(i) for i in fold["case_ids"]],
-                    load_guide(copy.deepcopy(network), fold["weights"], profile, features)))
-    return out
 
 
 def load_guide(network: nn.Module, path, profile: str, features) -> nn.Module:

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from bundle.data import map_fov_slices
 from bundle.deepcache import DeepCacheUNet
 from bundle.engine import task_slots
-from bundle.errors import ConfigError, flag
+from bundle.errors import ConfigError, flag, is_null
 from bundle.tta import effective_views, stack_views, unstack_views
 
 
@@ -81,7 +81,7 @@ class CMRDiffSampler(Inferer):
         super().__init__()
         self.target, self.c1, self.c2 = task_slots(task, tasks)
         seqs = ("C0", "DE", "T2")
-        if guide is None or str(guide).strip().lower() in ("", "none", "null", "default"):
+        if is_null(guide, "default"):
             guide = None  # (the command line cannot pass None: MONAI drops None overrides, so "default" works too)
         residual = flag(residual, "residual")  # "--residual false" arrives as a string
         if guide is None:  # bSSFP where it is a condition, else T2

@@ -1,7 +1,6 @@
 """The few dictionary transforms MONAI lacks: loading whose read errors name the file, case validation, sequence
 stacking, the intensity protocol, the myocardium mask, pasting a field-of-view slab back onto the native grid, and
-picking one of a slice's cached augmented views (``RandViewd``), and the latent flips and rot90 drawn for a whole
-batch (``BatchFlipRot90d``).
+the latent flips and rot90 drawn for a whole batch (``BatchFlipRot90d``).
 
 Geometry (``CanonicalGeometryd``, ``FieldOfViewd``): the case is reoriented (slice axis last, in-plane axes as in
 the training data), resampled in-plane to the training pixel spacing (``target_spacing``; or left on its native
@@ -24,8 +23,14 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform, Randomizable, Transform
 
-from bundle.data import LABEL_VALUES, MYOCARDIUM_LABELS, SEQUENCES, DataError, check_geometry
-from bundle.errors import ConfigError, number
+from bundle.data import (
+    LABEL_VALUES,
+    MYOCARDIUM_LABELS,
+    SEQUENCES,
+    DataError,
+    check_geometry,
+)
+from bundle.errors import ConfigError, is_null, number
 
 
 def _name(d: Mapping, key: Hashable) -> str:
@@ -157,7 +162,7 @@ class NormalizeFOVd(MapTransform):
                  sequences: Sequence[str] = SEQUENCES) -> None:
         super().__init__(keys)
         self.upper_percentile, self.field_key = upper_percentile, field_key
-        if isinstance(signed_fraction, str) and signed_fraction.strip().lower() in ("none", "null", "false", "off"):
+        if is_null(signed_fraction, "false", "off"):
             signed_fraction = None
         if isinstance(signed_fraction, bool):
             signed_fraction = 0.01 if signed_fraction else None
@@ -229,9 +234,7 @@ _FLIP = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
 
 def is_native(target_spacing) -> bool:
     """``target_spacing`` None/0/'native'/'none'/'null' = the native grid (the shipped weights' training path)."""
-    if target_spacing is None:
-        return True
-    if isinstance(target_spacing, str) and target_spacing.strip().lower() in ("", "none", "null", "native", "0"):
+    if is_null(target_spacing, "native", "0"):
         return True
     try:
         return number(target_spacing, "target_spacing") <= 0
@@ -383,25 +386,6 @@ def apply_windows(x: torch.Tensor, windows: Sequence[Mapping]) -> torch.Tensor:
     out = [torch.zeros_like(x[c]) if w["hi"] <= w["lo"] else (x[c].clamp(w["lo"], w["hi"]) - w["lo"]) / (w["hi"] - w["lo"])
            for c, w in enumerate(windows)]
     return torch.stack(out)
-
-
-class RandViewd(Randomizable, Transform):
-    """Pick one of the cached views of a slice (``d["views"]``, written by ``bundle.engine.encode_slices`` with
-    ``views`` > 1: view 0 the slice itself, the others image-space augmented copies with their own latents), uniformly
-    per call: its ``image`` (3, H, W), ``latent`` (3·lc, h, w) and ``mask`` replace the slice's, and ``views`` is
-    dropped so the batch collates. A slice without ``views`` passes unchanged."""
-
-    def randomize(self, data: int) -> None:
-        self._index = int(self.R.randint(data))
-
-    def __call__(self, data: Mapping) -> dict:
-        d = dict(data)
-        views = d.pop("views", None)
-        if not views:
-            return d
-        self.randomize(len(views))
-        d.update(views[self._index])
-        return d
 
 
 LATENT_AUGMENT_MODES = ("dataset", "batch")

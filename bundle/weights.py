@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bundle.atomic import atomic_write
 from bundle.errors import UserError, flag
-from bundle.io import atomic_write
 
 
 class WeightsError(UserError):

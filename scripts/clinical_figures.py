@@ -33,9 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bundle.atomic import atomic_write  # noqa: E402
 from bundle.clinical import LESION_LABELS  # noqa: E402
 from bundle.data import MYOCARDIUM_LABELS, SEQUENCES, discover_cases  # noqa: E402
-from bundle.io import atomic_write  # noqa: E402
 
 #: the label that picks the slice and is outlined, per task
 FIGURE_LESION = {"lge": LESION_LABELS["lge"], "t2": LESION_LABELS["t2"], "bssfp": LESION_LABELS["lge"]}

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.io import atomic_write  # noqa: E402
+from bundle.atomic import atomic_write  # noqa: E402
 
 LINE = re.compile(r"Epoch\[(\d+)\] Metrics -- (.*)$")
 

@@ -139,6 +139,44 @@ def test_map_fov_slices_shapes_and_round_trip():
         map_fov_slices(fn, torch.rand(3, 16, 16, 5))
 
 
+def test_resize_helpers_are_the_interpolate_calls():
+    from bundle.data import area_resize, bicubic_resize
+
+    x = torch.rand(4, 3, 37, 41)
+    assert area_resize(x, (37, 41)) is x and bicubic_resize(x, (37, 41)) is x  # no-op at the same size
+    small = area_resize(x, (16, 20))
+    assert torch.equal(small, torch.nn.functional.interpolate(x, size=(16, 20), mode="area"))
+    assert torch.equal(bicubic_resize(small, (37, 41)),
+                       torch.nn.functional.interpolate(small, size=(37, 41), mode="bicubic", align_corners=False))
+
+
+def _touch(*paths: Path) -> None:
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+
+
+def test_label_lookup_gz_then_nii(tmp_path):
+    from bundle.data import discover_flat_cases
+
+    img, gd = tmp_path / "train25", tmp_path / "train25_myops_gd"
+    for i in (101, 102, 103):
+        _touch(*(img / f"myops_training_{i}_{s}.nii.gz" for s in SEQUENCES))
+    _touch(gd / "myops_training_101_gd.nii.gz", gd / "myops_training_101_gd.nii", gd / "myops_training_102_gd.nii")
+    cases = discover_cases(tmp_path, "train", VAL_IDS)
+    assert [Path(c["gd"]).name if "gd" in c else None for c in cases] == \
+        ["myops_training_101_gd.nii.gz", "myops_training_102_gd.nii", None]
+    with pytest.raises(DataError, match=r"case myops_training_103: label file .*myops_training_103_gd\.nii\.gz not"):
+        discover_cases(tmp_path, "train", VAL_IDS, require_label=True)
+    flat = tmp_path / "flat"
+    for i in (4001, 4002, 4003):
+        _touch(*(flat / f"pp_{i}_{s}.nii.gz" for s in SEQUENCES))
+    _touch(flat / "pp_4001_gd.nii.gz", flat / "pp_4001_gd.nii", flat / "pp_4002_gd.nii")
+    cases = discover_flat_cases(flat, [])
+    assert [Path(c["gd"]).name if "gd" in c else None for c in cases] == ["pp_4001_gd.nii.gz", "pp_4002_gd.nii", None]
+    assert [c["case"] for c in discover_flat_cases(flat, [4003])] == ["pp_4003"]
+
+
 def test_tuning_fold_splits(phantom_dir):
     """`tune` = the training cases in tuning_ids, `train_tune` = the others; together they are `train`."""
     tune = discover_cases(phantom_dir, "tune", VAL_IDS, tuning_ids=[102])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,13 @@ import torch
 from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
-from bundle.engine import CMRDiffPrepareBatch, CMRDiffTrainInferer, condition_dropout, encode_slices, task_slots
+from bundle.engine import (
+    CMRDiffPrepareBatch,
+    CMRDiffTrainInferer,
+    condition_dropout,
+    encode_slices,
+    task_slots,
+)
 from bundle.errors import ConfigError
 from bundle.losses import latent_mask
 
@@ -184,7 +189,7 @@ def test_prepare_batch_v_prediction(tasks):
 
 def test_prepare_batch_rectified_flow(tasks):
     """prediction_type flow: the goal is the rectified-flow velocity x0 − noise, the timesteps are uniform integers
-    in [0, max_timestep) like the DDPM draw (same generator: same timesteps and noise), and the flow type without an
+    in [0, num_train_timesteps) like the DDPM draw (same generator: same timesteps and noise), and the flow type without an
     RFlowScheduler (or the scheduler with another type) is refused."""
     from monai.networks.schedulers import RFlowScheduler
 
@@ -269,222 +274,7 @@ def test_encode_slices_latent_is_scaled_mu(parser):
     assert "latent" not in slices[0]  # the input dicts are not modified
 
 
-def test_encode_slices_views_are_augmented_copies_encoded_like_the_slice(parser):
-    """views 3: view 0 is the slice and its latent; views 1-2 are the augment's draws (image and mask moved together)
-    with the VAE's scaled mu of the moved image; the same seed gives the same cache; views > 1 without an augment
-    is an error."""
-    from monai.transforms import Compose, RandAffined
-
-    torch.manual_seed(0)
-    ae = parser(profile="tiny").get_parsed_content("autoencoder").cpu()
-    g = torch.Generator().manual_seed(7)
-    slices = [{"image": torch.rand(3, IMG, IMG, generator=g), "mask": (torch.rand(1, IMG, IMG, generator=g) > 0.7).float(),
-               "case": f"c{i}", "slice": i} for i in range(3)]
-    aug = Compose([RandAffined(keys=["image", "mask"], prob=1.0, rotate_range=0.3, translate_range=[6, 6],
-                               mode=["bilinear", "nearest"], padding_mode="zeros")])
-    out = encode_slices(ae, slices, 0.7, batch_size=2, views=3, augment=aug, seed=1)
-    again = encode_slices(ae, slices, 0.7, batch_size=2, views=3, augment=aug, seed=1)
-    ae.eval()
-    for s, o, a in zip(slices, out, again):
-        assert len(o["views"]) == 3
-        assert o["views"][0]["image"] is s["image"] and torch.equal(o["views"][0]["latent"], o["latent"])
-        for v, w in zip(o["views"][1:], a["views"][1:]):
-            assert not torch.allclose(v["image"], s["image"])  # moved
-            assert torch.equal(v["image"], w["image"]) and torch.equal(v["latent"], w["latent"])  # seeded
-            assert set(v["mask"].unique().tolist()) <= {0.0, 1.0}
-            with torch.no_grad():
-                mu = ae.encode(v["image"][1][None, None])[0][0]  # DE of the moved image
-            torch.testing.assert_close(v["latent"][LC : 2 * LC], mu * 0.7, atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="augment"):
-        encode_slices(ae, slices, 0.7, views=2)
-
-
-def test_rand_view_picks_whole_views_and_drops_the_list():
-    from bundle.transforms import RandViewd
-
-    views = [{"image": torch.full((3, 4, 4), float(i)), "latent": torch.full((6, 2, 2), float(i)),
-              "mask": torch.full((1, 4, 4), float(i))} for i in range(4)]
-    item = {**views[0], "case": "c", "views": views}
-    pick = RandViewd()
-    pick.set_random_state(seed=0)
-    seen = set()
-    for _ in range(40):
-        d = pick(item)
-        i = float(d["image"][0, 0, 0])
-        assert "views" not in d and d["case"] == "c"
-        assert float(d["latent"][0, 0, 0]) == i and float(d["mask"][0, 0, 0]) == i  # one view, not a mix
-        seen.add(i)
-    assert seen == {0.0, 1.0, 2.0, 3.0}
-    assert "views" in item  # the cached slice keeps its views
-    plain = {"image": torch.zeros(3, 4, 4)}
-    assert pick(plain).keys() == plain.keys()
-
-
-def test_latent_views_knob_adds_the_picker_and_the_views(parser):
-    """configs/train_diffusion.yaml: latent_views 1 (default) has the flips only; 3 puts RandViewd first."""
-    from monai.bundle import ConfigParser
-
-    from bundle.transforms import RandViewd
-
-    root = Path(__file__).resolve().parents[1] / "configs"
-    p = ConfigParser()
-    p.read_config([str(root / "common.yaml"), str(root / "train_diffusion.yaml")])
-    p["output_dir"] = "/tmp"
-    assert [type(t).__name__ for t in p.get_parsed_content("latent_augment").transforms] == \
-        ["RandFlipd", "RandFlipd", "RandRotate90d"]
-    p["latent_views"] = 3
-    ts = p.get_parsed_content("latent_augment").transforms
-    assert isinstance(ts[0], RandViewd) and len(ts) == 4
-
-
-def test_prepare_batch_max_timestep_restricts_the_trained_noise_levels(tasks):
-    """max_timestep 300: every timestep < 300 (the default draws over the whole [0, 1000) range); out of range is
-    a ConfigError naming the field."""
-    full = _prep(tasks, "lge")(_batch(64))[3]["timesteps"]
-    low = _prep(tasks, "lge", max_timestep=300)(_batch(64))[3]["timesteps"]
-    assert (low < 300).all() and (full >= 300).any()
-    with pytest.raises(ConfigError, match="max_train_timestep"):
-        _prep(tasks, "lge", max_timestep=0)
-
-
 # ------------------------------------------------------------------------------------------- bridge recipe
-def test_bridge_prepare_batch_starts_from_the_guide_latent_of_the_target_slot(tasks):
-    """train_start guide: the kwarg ``start`` is the guide latent of each sample's target slot, the goal is the
-    clean target latent (x0); without ``prediction_type sample`` the recipe is refused; a batch without guide latents
-    is a clear error."""
-    from bundle.engine import start_key
-
-    batch = _batch(16, seed=7)
-    batch["guide_latent"] = torch.randn(16, 3 * LC, H, W, generator=torch.Generator().manual_seed(8))
-    prep = _prep(tasks, "any", prediction_type="sample", start_key=start_key("guide"), seed=0)
-    target, (goal, _), _, kw = prep(batch)
-    assert torch.equal(goal, target)  # x0 target
-    slots = kw["class_labels"]
-    lat, guide = batch["latent"].view(16, 3, LC, H, W), batch["guide_latent"].view(16, 3, LC, H, W)
-    assert len(set(slots.tolist())) > 1  # `any`: several targets in the batch, each with its own guide slot
-    torch.testing.assert_close(target, lat[torch.arange(16), slots])
-    torch.testing.assert_close(kw["start"], guide[torch.arange(16), slots])
-    # the usual recipe: no start, epsilon goal
-    _, (goal0, _), _, kw0 = _prep(tasks, "any", seed=0)(batch)
-    assert "start" not in kw0 and torch.equal(goal0, kw0["noise"])
-    with pytest.raises(ConfigError, match="prediction_type 'sample'"):
-        _prep(tasks, "any", start_key="guide_latent")
-    with pytest.raises(ConfigError, match="guide_latent"):
-        prep(_batch(4))
-    assert start_key("target") is None
-    with pytest.raises(ConfigError, match="train_start"):
-        start_key("noise")
-
-
-def test_bridge_train_inferer_noises_the_start_not_the_target():
-    sched = DDPMScheduler(num_train_timesteps=1000)
-    g = torch.Generator().manual_seed(9)
-    b = 2
-    inputs, start, noise = (torch.randn(b, LC, H, W, generator=g) for _ in range(3))
-    t = torch.tensor([10, 300])
-    spy = _Spy()
-    CMRDiffTrainInferer(scheduler=sched)(inputs, spy, noise=noise, timesteps=t, cond=torch.zeros(b, 3 * LC, H, W),
-                                         images=torch.rand(b, 3, IMG, IMG), keep=torch.ones(b, 3, dtype=torch.bool),
-                                         class_labels=torch.tensor([0, 2]), start=start)
-    ab = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
-    torch.testing.assert_close(spy.calls[0][0][:, :LC], ab.sqrt() * start + (1 - ab).sqrt() * noise)
-
-
-def test_add_guide_latents_encode_the_guides_prediction_of_each_sequence(parser):
-    from bundle.regression import add_guide_latents, translation_inputs
-
-    torch.manual_seed(0)
-    p = parser(profile="tiny")
-    ae, guide = p.get_parsed_content("autoencoder").cpu().eval(), p.get_parsed_content("generator").cpu().eval()
-    g = torch.Generator().manual_seed(6)
-    slices = [{"image": torch.rand(3, IMG, IMG, generator=g), "case": f"c{i}", "slice": i} for i in range(3)]
-    out = add_guide_latents(guide, ae, slices, 0.7, batch_size=2)
-    with torch.no_grad():
-        for s, o in zip(slices, out):
-            assert o["guide_latent"].shape == (3 * LC, H, W) and o["image"] is s["image"]
-            for k in range(3):
-                pred = guide(translation_inputs(s["image"][None], torch.tensor([k]))).clamp(0, 1)
-                mu = ae.encode(pred)[0][0] * 0.7
-                torch.testing.assert_close(o["guide_latent"][k * LC : (k + 1) * LC], mu, atol=1e-5, rtol=1e-4)
-    with pytest.raises(ConfigError, match="latent_views 1"):
-        add_guide_latents(guide, ae, [{**slices[0], "views": []}], 0.7)
-
-
-def test_add_guide_latents_out_of_fold_uses_the_guide_of_each_cases_fold(parser):
-    """train_guide_folds: a slice's start is the prediction of the guide whose fold holds its case (not the full
-    guide's); a case in no fold or in two folds is a ConfigError naming it."""
-    from bundle.regression import add_guide_latents, load_fold_guides
-
-    torch.manual_seed(0)
-    p = parser(profile="tiny")
-    ae, full = p.get_parsed_content("autoencoder").cpu().eval(), p.get_parsed_content("generator").cpu().eval()
-    fold_a, fold_b = (copy.deepcopy(full) for _ in range(2))
-    with torch.no_grad():
-        for k, net in enumerate((fold_a, fold_b)):
-            for w in net.parameters():
-                w.add_(0.05 * (k + 1) * torch.randn_like(w))
-    g = torch.Generator().manual_seed(6)
-    slices = [{"image": torch.rand(3, IMG, IMG, generator=g), "case": f"myops_training_{c}", "slice": i}
-              for i, c in enumerate((101, 102, 101, 103))]
-    folds = [([101, 103], fold_a), ([102], fold_b)]
-    out = add_guide_latents(full, ae, slices, 0.7, batch_size=2, folds=folds)
-    owner = {101: fold_a, 102: fold_b, 103: fold_a}
-    for s, o in zip(slices, out):
-        assert o["case"] == s["case"] and o["slice"] == s["slice"]
-        expect = add_guide_latents(owner[int(s["case"][-3:])], ae, [s], 0.7)[0]["guide_latent"]
-        torch.testing.assert_close(o["guide_latent"], expect)
-        assert not torch.allclose(o["guide_latent"], add_guide_latents(full, ae, [s], 0.7)[0]["guide_latent"])
-    with pytest.raises(ConfigError, match="myops_training_103"):
-        add_guide_latents(full, ae, slices, 0.7, folds=[([101], fold_a), ([102], fold_b)])
-    with pytest.raises(ConfigError, match="case id 101"):
-        add_guide_latents(full, ae, slices, 0.7, folds=[([101, 103], fold_a), ([101, 102], fold_b)])
-    with pytest.raises(ConfigError, match=r"train_guide_folds\[0\]"):
-        load_fold_guides(full, [{"case_ids": [101]}], "tiny", None)
-
-
-def test_image_goal_gives_the_target_image_and_its_myocardium(tasks):
-    """loss_space image: the goal is (target image (B, 1, H, W), image-grid mask) of each sample's target slot, for
-    any prediction type (the inferer turns the prediction into its clean-latent estimate)."""
-    batch = _batch(8, seed=3)
-    target, (img, mask), _, kw = _prep(tasks, "any", prediction_type="sample", image_goal=True, seed=0)(batch)
-    slots = kw["class_labels"]
-    torch.testing.assert_close(img, batch["image"][torch.arange(8), slots][:, None])
-    torch.testing.assert_close(mask, batch["mask"])
-    _, (_, zero), _, _ = _prep(tasks, "any", prediction_type="sample", image_goal=True)(_batch(4, mask=False))
-    assert zero.shape == (4, 1, IMG, IMG) and not zero.any()
-    _, (img_eps, _), _, _ = _prep(tasks, "any", image_goal=True, seed=0)(batch)  # epsilon: the same goal
-    torch.testing.assert_close(img_eps, img)
-
-
-@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample", "flow"])
-def test_train_inferer_x0_output_inverts_the_noising(kind):
-    """x0_output (loss_space image): a network that returns the exact noise / velocity / clean latent / flow velocity
-    of its noised input gives back the clean latent, for every prediction type; without x0_output the raw
-    prediction comes back."""
-    from monai.networks.schedulers import RFlowScheduler
-
-    if kind == "flow":
-        sched = RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=True, sample_method="uniform")
-    else:
-        sched = DDPMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015,
-                              beta_end=0.0195, prediction_type=kind)
-    g = torch.Generator().manual_seed(21)
-    x0, noise = torch.randn(3, LC, H, W, generator=g), torch.randn(3, LC, H, W, generator=g)
-    t = torch.tensor([0, 150, 600])
-    exact = {"epsilon": noise, "sample": x0, "flow": x0 - noise}.get(kind)
-    if kind == "v_prediction":
-        exact = sched.get_velocity(x0, noise, t)
-
-    class Oracle(nn.Module):
-        def forward(self, x, timesteps, **kwargs):
-            return exact
-
-    kw = dict(noise=noise, timesteps=t, cond=torch.zeros(3, 3 * LC, H, W), images=None, keep=None,
-              class_labels=torch.zeros(3, dtype=torch.long))
-    torch.testing.assert_close(CMRDiffTrainInferer(sched, x0_output=True)(x0, Oracle(), **kw), x0, atol=1e-4, rtol=1e-4)
-    assert torch.equal(CMRDiffTrainInferer(sched)(x0, Oracle(), **kw), exact)
-
-
 def test_latent_augment_mode_batch_moves_the_flips_into_the_prepare_batch():
     """configs/train_diffusion.yaml: `latent_augment_mode` dataset (default) keeps MONAI's per-slice flips in the
     DataLoader and no batch transform; batch empties the per-slice list and the training prepare batch flips and rotates

@@ -352,6 +352,12 @@ def test_knob_validation(tiny, kw, field):
         _sampler(tiny, **kw)
 
 
+@pytest.mark.parametrize("guide", [None, "", "none", " Null ", "default", "DEFAULT"])
+def test_null_guide_is_the_default(tiny, guide):
+    assert _sampler(tiny, guide=guide).guide == 0  # lge: C0
+    assert _sampler(tiny, task="bssfp", guide=guide).guide == 2  # C0 is the target: T2
+
+
 def test_bad_input_shape(tiny):
     with pytest.raises(ValueError, match="expected"):
         _sampler(tiny)(torch.rand(1, 2, 64, 64), tiny[0])
