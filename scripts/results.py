@@ -49,8 +49,8 @@ COLS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("myo_psnr", "myo PSNR", 2), (
 METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "cmrdiff": ("**CMRDiff** (shipped weights and defaults)", [], []),
     "cmrdiff_1sample": ("CMRDiff, one sample", [], ["--num_samples", "1"]),
-    # the realism ablations (issue 31): the sample without the scanner texture, the regression with it
-    "cmrdiff_1sample_raw": ("CMRDiff, one sample without the scanner texture", [], ["--num_samples", "1", "--texture", "false"]),
+    # the realism ablations (issue 31): the scanner texture (experimental, off by default) on one sample and on the guide
+    "cmrdiff_1sample_texture": ("CMRDiff, one sample + the scanner texture", [], ["--num_samples", "1", "--texture", "true"]),
     "cmrdiff_paper_start": ("CMRDiff, the paper's start (guide sequence)", [],
                             ["--guide", "default", "--residual", "false", "--strength", "0.75", "--num_samples", "4"]),
     "cmrdiff_paper": ("CMRDiff, v0.3.0 sampler settings", [],
@@ -141,9 +141,8 @@ def weights_of(key: str, args) -> list[Path]:
     files = [models / f"diffusion_{args.profile}_any.pt"]
     if knobs(key, setargs(args))["guide"] == "regression":
         files += guide
-    texture = models / f"texture_{args.profile}.pt"  # `texture: auto` draws it onto sample outputs
-    if texture.is_file() and "--texture" not in METHODS[key][2]:
-        files.append(texture)
+    if "--texture" in METHODS[key][2]:  # the realism ablation that draws the scanner texture
+        files.append(models / f"texture_{args.profile}.pt")
     return files
 
 
