@@ -167,8 +167,9 @@ def volumes_to_slices(volumes: Sequence[dict]) -> list[dict]:
         image = vol["image"]
         for s in range(image.shape[-1]):
             item = {"case": vol["case"], "slice": s, "image": torch.as_tensor(image[..., s]).float()}
-            if "mask" in vol:
-                item["mask"] = torch.as_tensor(vol["mask"][..., s]).float()
+            for key in ("mask", "regions"):  # the myocardium mask; the segmenter's region masks (bundle.segmentation)
+                if key in vol:
+                    item[key] = torch.as_tensor(vol[key][..., s]).float()
             out.append(item)
     return out
 

@@ -408,6 +408,8 @@ def main() -> None:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--only", nargs="*", choices=sorted(METHODS), help="evaluate only these methods")
     ap.add_argument("--force", action="store_true", help="rerun evaluations even when a newer summary exists")
+    ap.add_argument("--no_eval", action="store_true", help="tabulate the summaries already under output_dir (each "
+                    "row's command.txt names the command that wrote it) without evaluating; never written into the docs")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     args = ap.parse_args()
     tune = args.split == "tune"
@@ -425,6 +427,10 @@ def main() -> None:
             print(f"{key}: no weights at {missing[0]} (scripts/train_baselines.sh {key}) - listed as not trained")
             results[key] = {}
             continue
+        if args.no_eval:
+            found = {t: args.output_dir / key / t / "summary.json" for t in TASKS}
+            results[key] = {t: json.loads(f.read_text()) for t, f in found.items() if f.is_file()}
+            continue
         results[key] = {t: evaluate(key, t, args, args.output_dir / key / t) for t in TASKS}
     md = table(results, labels)
     clin = clinical_tables(results, labels)
@@ -437,7 +443,7 @@ def main() -> None:
     print(clin)
     print(realism)
     print(paired)
-    if args.only and not tune or str(args.doc) == os.devnull:
+    if args.only and not tune or args.no_eval or str(args.doc) == os.devnull:
         return  # a partial validation table is not written into the docs (the tuning-fold table may be partial)
     doc = args.doc.read_text()
     blocks = (("tune", md), ("clinical_tune", clin), ("realism_tune", realism), ("paired_tune", paired)) if tune else \

@@ -4,18 +4,15 @@ counting, the uncertainty output, the first sample kept beside the mean (synth_o
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
 from torch import nn
 
 from bundle.sampler import CMRDiffSampler
 
 SCALE = 0.7
 STEPS = 4
-INFERENCE_YAML = Path(__file__).resolve().parents[1] / "configs" / "inference.yaml"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,7 +31,6 @@ def tiny(parser, one_thread):
     the UNet's output convolution (and the null tokens are zeros), so an untouched network would predict 0 for
     every branch and the guidance tests could not fail."""
     p = parser(profile="tiny", device="cpu")
-    p["ddim_scheduler_def"] = ConfigParser.load_config_file(str(INFERENCE_YAML))["ddim_scheduler"]
     torch.manual_seed(1234)
     net, ae = p.get_parsed_content("network_def"), p.get_parsed_content("autoencoder_def")
     with torch.no_grad():
@@ -45,7 +41,7 @@ def tiny(parser, one_thread):
 
 
 def _scheduler(p):
-    return p.get_parsed_content("ddim_scheduler_def")
+    return p.get_parsed_content("ddim_scheduler")  # the sampler's scheduler, in configs/common.yaml
 
 
 def _sampler(tiny, **kw) -> CMRDiffSampler:
