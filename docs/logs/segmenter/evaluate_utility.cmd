@@ -1,0 +1,1 @@
+.venv/bin/python -m monai.bundle run --config_file "['configs/common.yaml','configs/train_segmenter.yaml','configs/evaluate_utility.yaml']" --dataset_dir ../shared/data/myops2020 --split validation --results_dir output/results --utility_methods "['cmrdiff','cmrdiff_1sample','guide','copy']" --output_dir output/utility
