@@ -496,3 +496,38 @@ def test_stale_outputs_of_another_setting_are_removed(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["a_DE_synth.json", "a_DE_synth.nii.gz"]
     assert list(json.loads((out / "a_DE_synth.json").read_text())["files"]) == ["a_DE_synth.nii.gz"]
+
+
+def test_fill_field_is_an_inference_step_before_saving(tmp_path):
+    """FillFieldd (bundle/fill.py): every FOV output of an item (pred, and the sampler's mean / sample beside it) is
+    blended into the same whole-field fill (the regressor on the whole field; a reconstruction: the input), and the
+    method is recorded; SaveSynthesisd only maps and writes, and refuses a field without its whole-field synthesis."""
+    import torch
+
+    from bundle.data import DataError
+    from bundle.fill import FillFieldd
+    from bundle.io import SaveSynthesisd
+    from bundle.regression import regression_fill
+
+    field = torch.rand(3, 16, 16, 2)
+    model = _linear_model()
+    d = {"field": field, "pred": torch.full((1, 8, 8, 2), 0.5), "sample": torch.full((1, 8, 8, 2), 0.2)}
+    out = FillFieldd("DE", ["C0", "T2"], fill_network=model, feather=2, image_size=8)(d)
+    fill = regression_fill(field, 1, model, 8, 8).numpy()
+    assert out["field_fill"] == {"method": "regression", "feather_voxels": 2} and "mean_field" not in out
+    for key, v in (("pred", 0.5), ("sample", 0.2)):
+        whole = out[f"{key}_field"]
+        assert whole.shape == (16, 16, 2)
+        np.testing.assert_allclose(whole[6:10, 6:10], v, atol=1e-6)  # the FOV (4:12) inside the 2-voxel ramp
+        np.testing.assert_allclose(whole[:4], fill[:4], atol=1e-6)  # outside the FOV: the fill
+        np.testing.assert_allclose(whole[4, 8], 0.5 * v + 0.5 * fill[4, 8], atol=1e-6)  # the ramp: half at the edge
+    recon = FillFieldd("DE", ["DE"], feather=0)(dict(d, pred=torch.full((1, 8, 8, 2), 0.3)))
+    assert recon["field_fill"]["method"] == "input"
+    np.testing.assert_allclose(recon["pred_field"][:4], field[1, :4].numpy())
+    np.testing.assert_allclose(recon["pred_field"][4:12, 4:12], 0.3)
+    assert FillFieldd("DE", ["C0", "T2"])({"pred": d["pred"]}) == {"pred": d["pred"]}  # no field: unchanged
+    ref = tmp_path / "a_C0.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 2), np.float32), np.eye(4)), ref)
+    with pytest.raises(DataError, match="FillFieldd"):
+        SaveSynthesisd(tmp_path / "out", "DE", ["C0", "T2"], preview=False)(
+            {"case": "a", "C0_path": ref, "pred": d["pred"], "field": field, "field_affine": torch.eye(4)})

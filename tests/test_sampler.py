@@ -554,3 +554,69 @@ def test_texture_is_drawn_onto_the_sample_and_never_onto_the_mean(tiny):
     assert diff.mean() > 0.01 and runs[True][1].min() >= 0 and runs[True][1].max() <= 1
     one = {t is not None: _sampler(tiny, num_samples=1, num_inference_steps=1, texture=t)(vol, tiny[0]) for t in (None, tex)}
     assert (one[True] - one[False]).abs().mean() > 0.01
+
+
+@pytest.mark.parametrize("scales", [(1.5, 2.0), (2.5, 2.5)])
+def test_guided_denoiser_is_the_two_scale_combination(tiny, scales):
+    """GuidedDenoiser alone: one batched call equals ε(∅,∅) + c_I1·[ε(c1,∅) − ε(∅,∅)] + c_I2·[ε(c1,c2) − ε(c1,∅)] from
+    separate forwards of each branch (2 branches when c_I1 = c_I2), for n samples per slice."""
+    from bundle.sampler import CMRDiffPipeline, GuidedDenoiser
+
+    net, ae, _ = tiny
+    x, n = _images(2, seed=14), 2
+    pipe = _sampler(tiny).pipeline
+    lat = pipe.encode(x)  # (2, 3, lc, h, w): lge, C0 and T2 encoded, DE zero
+    assert isinstance(pipe, CMRDiffPipeline) and (lat[:, 1] == 0).all()
+    den = GuidedDenoiser(net, x, lat, 1, (0, 2), scales, n=n)
+    assert den.branches == (2 if scales[0] == scales[1] else 3)
+    z = torch.randn(2 * n, *lat.shape[2:], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = den(z, 500)
+
+        def eps(kept):
+            keep = torch.zeros(2 * n, 3, dtype=torch.bool)
+            keep[:, kept] = True
+            lb = lat.repeat_interleave(n, 0)
+            cond = (lb * keep.view(-1, 3, 1, 1, 1).float()).reshape(2 * n, -1, *lat.shape[3:])
+            return net(torch.cat([z, cond], 1), torch.full((2 * n,), 500), context=net.context(
+                x.repeat_interleave(n, 0), keep), class_labels=torch.ones(2 * n, dtype=torch.long))
+
+        e_full, e_c1, e_null = eps([0, 2]), eps([0]), eps([])
+    want = e_null + scales[0] * (e_c1 - e_null) + scales[1] * (e_full - e_c1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_samples", [4, 1])
+def test_evaluator_items_get_their_own_outputs(tiny, num_samples):
+    """In MONAI's SupervisedEvaluator with the SynthesisOutputs handler, a batch of 2 volumes: each item's engine
+    output (what the post-processing and the metrics read) holds its own mean / sample / std of the sampler's call
+    beside ``pred`` (the mean, synth_output mean); with N 1 only ``pred`` (the single sample)."""
+    from monai.data import DataLoader, Dataset
+    from monai.engines import SupervisedEvaluator
+
+    from bundle.sampler import SynthesisOutputs
+
+    s = _sampler(tiny, num_samples=num_samples, views=1, num_inference_steps=1)
+    s.pipeline.samples = _fake_samples
+    vols = torch.rand(2, 3, 64, 64, 2) * 0.5
+    seen = []
+
+    def post(d):
+        seen.append({k: d.get(k) for k in ("pred", "mean", "sample", "std")})
+        return d
+
+    ev = SupervisedEvaluator(device=torch.device("cpu"), network=tiny[0], inferer=s, postprocessing=post,
+                             val_data_loader=DataLoader(Dataset([{"image": v} for v in vols]), batch_size=2),
+                             val_handlers=[SynthesisOutputs(s)],
+                             prepare_batch=lambda b, device, non_blocking, **kw: (b["image"], None))
+    ev.run()
+    out = s.last_output
+    assert len(seen) == 2
+    for i, d in enumerate(seen):
+        torch.testing.assert_close(d["pred"], out.mean[i])
+        if num_samples == 1:
+            assert d["mean"] is None and d["sample"] is None and d["std"] is None
+        else:
+            for k in ("mean", "sample", "std"):
+                torch.testing.assert_close(d[k], getattr(out, k)[i])
+            assert (d["mean"] - d["sample"]).abs().max() > 0.1  # the mean of 4 is not the first sample
