@@ -21,7 +21,6 @@ from bundle.transforms import fov_offsets, paste_fov
 def feather_weight(fov: int, field_shape: Sequence[int], feather: int) -> np.ndarray:
     """Blend weight (X', Y') of the FOV synthesis pasted into the field: 1 inside the FOV, falling linearly to 0
     over its outer ``feather`` voxels (only on sides where the field extends beyond the FOV), 0 outside."""
-    w = np.zeros(tuple(field_shape[:2]), np.float32)
     ox, oy = fov_offsets(field_shape, fov)
     ramp = []
     for n, o in ((field_shape[0], ox), (field_shape[1], oy)):
