@@ -60,9 +60,9 @@ def table(slices: list[int]) -> list[str]:
                 s = sampler(est)
                 calls["n"] = 0
                 with torch.inference_mode():
-                    s.sample(x, net)
+                    s.pipeline(x, net)
                 n = calls["n"]
-                res[est] = (timed(s.sample, x, net), n)
+                res[est] = (timed(s.pipeline, x, net), n)
             rows.append(f"| {b} | {res['sample'][0]:.2f} | {res['sample'][1]} | {res['x0'][0]:.2f} | {res['x0'][1]} | "
                         f"{res['sample'][0] / res['x0'][0]:.2f}× |")
     finally:

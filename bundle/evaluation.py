@@ -69,8 +69,9 @@ class SynthesisMetrics:
 
     ``readout``: the lesion read-out, ``"auto"`` (from ``target``: DE -> ``"lge"``, T2 -> ``"t2"``, C0 -> none),
     ``"lge"``, ``"t2"`` or None. ``fwhm_fraction``, ``nsd_lge``/``nsd_t2`` (n of the n-SD threshold) and
-    ``hf_cutoff`` (cycles/pixel) are the thresholds of :mod:`bundle.clinical`. ``inferer``: read after each
-    iteration for ``uncertainty_volume`` (B, 1, X, Y, S) or None (the per-voxel std of ``--num_samples`` > 1).
+    ``hf_cutoff`` (cycles/pixel) are the thresholds of :mod:`bundle.clinical`. The uncertainty calibration uses each
+    item's ``std`` (1, X, Y, S) in the engine output when there is one (the per-voxel std of ``--num_samples`` > 1,
+    put there by ``bundle.sampler.SynthesisOutputs``).
     ``c2st``: run the real-vs-synthetic patch classifier of :mod:`bundle.realism` (the ``"realism"`` section of
     summary.json, with its real-vs-real and real-vs-blurred controls)."""
 
@@ -78,13 +79,13 @@ class SynthesisMetrics:
                  pred_channel: int = 0, prefix: str = "", readout: str | None = "auto",
                  fwhm_fraction: float = clinical.FWHM_FRACTION, nsd_lge: float = clinical.NSD_DEFAULT["lge"],
                  nsd_t2: float = clinical.NSD_DEFAULT["t2"], hf_cutoff: float = clinical.HF_CUTOFF,
-                 inferer=None, c2st: bool = True) -> None:
+                 c2st: bool = True) -> None:
         self.output_dir, self.task, self.target = Path(output_dir), task, SEQUENCES.index(target)
         self.extra, self.pred_channel, self.prefix = dict(extra or {}), pred_channel, prefix
         self.readout = clinical.readout_of(target) if readout == "auto" else readout
         if self.readout not in (None, *clinical.LESION_LABELS):
             raise ValueError(f"readout must be 'auto', None or one of {sorted(clinical.LESION_LABELS)}, got {readout!r}")
-        self.fwhm_fraction, self.hf_cutoff, self.inferer = float(fwhm_fraction), float(hf_cutoff), inferer
+        self.fwhm_fraction, self.hf_cutoff = float(fwhm_fraction), float(hf_cutoff)
         self.nsd = None if self.readout is None else float({"lge": nsd_lge, "t2": nsd_t2}[self.readout])
         self.uncertainty_slices = 0
         self.rows: list[dict] = []
@@ -104,8 +105,7 @@ class SynthesisMetrics:
             self.c2st.reset()
 
     def iteration(self, engine: Engine) -> None:
-        unc_batch = getattr(self.inferer, "uncertainty_volume", None)
-        for i, (item, out) in enumerate(zip(engine.state.batch, engine.state.output)):
+        for item, out in zip(engine.state.batch, engine.state.output):
             present = item.get("present", [True] * 3)
             if not bool(present[self.target]):
                 raise DataError(f"case {item['case']}: evaluation needs the reference {SEQUENCES[self.target]} file")
@@ -115,9 +115,10 @@ class SynthesisMetrics:
             gd = None if gd is None else torch.as_tensor(gd)[0].detach().cpu()
             if gd is not None and tuple(gd.shape) != tuple(pred.shape):
                 gd = None  # not on the prediction's grid: no lesion read-out rather than a wrong one
-            unc = None
-            if unc_batch is not None and i < unc_batch.shape[0] and tuple(unc_batch.shape[2:]) == tuple(pred.shape):
-                unc = unc_batch[i, 0].detach().float().cpu()
+            unc = out.get("std")
+            unc = torch.as_tensor(unc)[0].detach().float().cpu() if unc is not None else None
+            if unc is not None and tuple(unc.shape) != tuple(pred.shape):
+                unc = None
             for s in range(pred.shape[-1]):
                 p, r = pred[..., s].cpu(), ref[..., s].cpu()
                 m = slice_metrics(p, r, None if mask is None else mask[..., s].cpu())

@@ -16,8 +16,8 @@ from monai.transforms import MapTransform
 
 from bundle.atomic import atomic_write, atomic_write_all
 from bundle.data import SEQUENCES, DataError
-from bundle.errors import flag, number
-from bundle.transforms import fov_offsets, paste_fov
+from bundle.errors import flag
+from bundle.transforms import paste_fov
 
 
 def check_output_dir(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
@@ -110,39 +110,6 @@ def to_input_grid(volume: np.ndarray, field_affine: np.ndarray, reference: str |
     return np.asarray(out.as_tensor()[0].float().cpu().numpy())
 
 
-def feather_weight(fov: int, field_shape: Sequence[int], feather: int) -> np.ndarray:
-    """Blend weight (X', Y') of the FOV synthesis pasted into the field: 1 inside the FOV, falling linearly to 0
-    over its outer ``feather`` voxels (only on sides where the field extends beyond the FOV), 0 outside."""
-    w = np.zeros(tuple(field_shape[:2]), np.float32)
-    ox, oy = fov_offsets(field_shape, fov)
-    ramp = []
-    for n, o in ((field_shape[0], ox), (field_shape[1], oy)):
-        r = np.ones(fov, np.float32)
-        if feather > 0 and o > 0:  # the field extends beyond the FOV on this axis
-            k = np.minimum(np.arange(fov) + 1, np.arange(fov)[::-1] + 1) / float(feather)
-            r = np.clip(k, 0, 1).astype(np.float32)
-        ramp.append(r)
-    slab = (ramp[0][:, None] * ramp[1][None, :])[..., None]
-    return paste_fov(slab, (*field_shape[:2], 1))[..., 0]
-
-
-def sliding_fill(field: torch.Tensor, inferer, network, fov: int, overlap: float = 0.25) -> torch.Tensor:
-    """The synthesis ``inferer(volumes (B, 3, fov, fov, S), network)`` over the whole ``field`` (3, X', Y', S) with
-    a MONAI ``SlidingWindowInferer`` (fov x fov windows, ``overlap``, gaussian blending): (X', Y', S)."""
-    from monai.inferers import SlidingWindowInferer
-
-    x = torch.as_tensor(field).float().permute(3, 0, 1, 2)  # (S, 3, X', Y')
-    sw = SlidingWindowInferer(roi_size=(fov, fov), sw_batch_size=4, overlap=overlap, mode="gaussian",
-                              padding_mode="constant")
-
-    def predictor(w: torch.Tensor) -> torch.Tensor:  # (n, 3, fov, fov) windows -> (n, 1, fov, fov)
-        return inferer(w.permute(1, 2, 3, 0)[None], network)[0].permute(3, 0, 1, 2)
-
-    with torch.inference_mode():
-        out = sw(x, predictor)
-    return out[:, 0].permute(1, 2, 0).clamp(0, 1).float().cpu()
-
-
 # what each file of a case is (the sidecar's ``files`` / ``roles``)
 ROLES = {
     "mean": "the mean of the num_samples samples: the PSNR-optimal estimate, blurred where the samples disagree",
@@ -158,19 +125,18 @@ class SaveSynthesisd(MapTransform):
     """Evaluator post-processing: writes ``<case>_<SEQ>_<suffix>.nii.gz`` (suffix ``synth``) on the grid of the
     case's first condition file, its sidecar ``<case>_<SEQ>_<suffix>.json``, plus the preview
     ``<case>_<SEQ>_<suffix>.png``; with a sampler of ``num_samples`` N > 1 (``bundle.sampler.CMRDiffSampler``) also
-    ``_uncertainty`` (its ``uncertainty_volume``) and the output ``synth_output`` did not choose: ``_sample`` (its
-    ``sample_volume``, the first sample) when ``pred`` is the mean, ``_mean`` (its ``mean_volume``) when ``pred`` is
-    the sample. The sidecar's ``files`` names each file's role (``mean``, ``sample``, ``std``, ...).
+    ``_uncertainty`` (the item's ``std``) and the output ``synth_output`` did not choose: ``_sample`` (the item's
+    ``sample``, the first sample) when ``pred`` is the mean, ``_mean`` (its ``mean``) when ``pred`` is the sample
+    (``mean``, ``sample``, ``std`` (1, fov, fov, S): the sampler's outputs beside ``pred``, put into the engine
+    output by ``bundle.sampler.SynthesisOutputs``). The sidecar's ``files`` names each file's role (``mean``,
+    ``sample``, ``std``, ...); the roles come from the inferer's settings (``synth_output``, ``num_samples``).
 
-    ``pred`` (1, fov, fov, S) is the synthesis of the model's field of view. With ``field`` (3, X', Y', S: the whole
-    reoriented, resampled and normalised input field) and ``field_affine``, the whole field is synthesized: the FOV
-    synthesis is pasted into ``fill`` and blended with a ``feather``-voxel linear ramp at the FOV border, where
-    ``fill`` is the image-space regressor on the whole field (``fill_network``, default: the inferer's
-    ``guide_network``, the regressor of ``guide: regression``), or, without one, the inferer itself in sliding
-    fov x fov windows (``network`` needed), or, for a reconstruction (target among the conditions), the input. The
-    result is mapped back onto the input's grid (MONAI ``ResampleToMatch``) and keeps the input's affine and header.
-    The other output (mean or sample) takes the same path, with the same fill. Without ``field`` (old callers)
-    ``pred`` is pasted into the native grid (0 outside the field of view).
+    Saving only saves: ``pred`` (1, fov, fov, S) is the synthesis of the model's field of view; with ``field``
+    (3, X', Y', S: the whole reoriented, resampled and normalised input field) and ``field_affine``, the whole-field
+    synthesis ``pred_field`` (and ``mean_field`` / ``sample_field``; X', Y', S) and its ``field_fill`` record come
+    from the inference step before it (``bundle.fill.FillFieldd``); it is mapped back onto the input's grid (MONAI
+    ``ResampleToMatch``) and keeps the input's affine and header; the std is 0 outside the FOV. Without ``field``
+    (old callers) ``pred`` is pasted into the native grid (0 outside the field of view).
     ``image`` (3, fov, fov, S) provides the conditions for a preview without ``field``.
     ``provenance`` (task, knobs, ``weights`` {name: path}) goes into the sidecar; inputs and weights are recorded by
     file name and md5 (absolute paths often carry patient names or ids); ``record_paths`` adds their paths.
@@ -180,34 +146,19 @@ class SaveSynthesisd(MapTransform):
 
     def __init__(self, output_dir: str | Path, target: str, conditions: Sequence[str], inferer=None,
                  keys: KeysCollection = "pred", preview: bool = True, suffix: str = "synth",
-                 pred_channel: int = 0, fill_network=None, network=None, feather: int = 16,
-                 image_size: int | None = None, provenance: Mapping | None = None, record_paths: bool = False) -> None:
+                 pred_channel: int = 0, provenance: Mapping | None = None, record_paths: bool = False) -> None:
         super().__init__(keys)
         self.output_dir, self.target, self.conditions = Path(output_dir), target, list(conditions)
         self.inferer, self.preview, self.suffix, self.pred_channel = inferer, preview, suffix, pred_channel
-        self.fill_network, self.network = fill_network, network
-        self.feather = int(number(feather, "fill_feather", int, 0))
-        self.image_size = image_size if image_size is not None else getattr(inferer, "image_size", None)
         self.provenance = dict(provenance or {})
         self.record_paths = flag(record_paths, "sidecar_paths")
         self.written: list[Path] = []
-        # per inferer attribute: (its current batch, next item in it)
-        self._items: dict[str, tuple[object, int]] = {}
 
-    def _batch_item(self, attr: str) -> np.ndarray | None:
-        """This item's (X, Y, S) slice of the inferer's ``attr`` (B, 1, X, Y, S), or None: post-processing runs
-        once per item of a batch, in order, so the k-th call since the batch changed takes item k."""
-        vol = getattr(self.inferer, attr, None)
-        if vol is None:
-            return None
-        last, k = self._items.get(attr, (None, 0))
-        k = k if last is vol else 0
-        self._items[attr] = (vol, k + 1)  # holds the batch: a new batch is a new object (its id is never reused)
-        return vol[min(k, vol.shape[0] - 1), 0].float().cpu().numpy()
-
-    def _uncertainty(self) -> np.ndarray | None:
-        """This item's (X, Y, S) slice of the inferer's ``uncertainty_volume`` (B, 1, X, Y, S), or None."""
-        return self._batch_item("uncertainty_volume")
+    @staticmethod
+    def _item(d: Mapping, key: str | None) -> np.ndarray | None:
+        """This item's (X, Y, S) of output ``key`` (1, X, Y, S) in ``d``, or None when absent."""
+        vol = d.get(key) if key else None
+        return None if vol is None else torch.as_tensor(vol).detach()[0].float().cpu().numpy()
 
     def roles(self) -> tuple[str, str | None, int | None, str | None]:
         """(role of ``pred``, role of the other output or None, num_samples or None, synth_output or None), from
@@ -219,22 +170,6 @@ class SaveSynthesisd(MapTransform):
         if int(n) == 1:
             return "sample", None, 1, str(choice)
         return str(choice), ("sample" if choice == "mean" else "mean"), int(n), str(choice)
-
-    def fill(self, field: torch.Tensor, fov: int) -> tuple[np.ndarray, str]:
-        """(X', Y', S) synthesis of the whole field around the model's ``fov``, and the method's name."""
-        t = SEQUENCES.index(self.target)
-        if self.target in self.conditions:
-            return np.asarray(field[t], np.float32), "input"
-        net = self.fill_network if self.fill_network is not None else getattr(self.inferer, "guide_network", None)
-        if net is not None:
-            # imported here, not at module level: bundle.regression pulls in the training stack (and weights)
-            from bundle.regression import regression_fill
-
-            return regression_fill(field, t, net, fov, self.image_size).numpy(), "regression"
-        if self.network is not None and self.inferer is not None:
-            return sliding_fill(field, self.inferer, self.network, fov).numpy(), "sliding_window"
-        raise DataError("whole-field synthesis needs a fill_network, the inferer's guide_network or the network "
-                        "(for sliding windows); none was given to SaveSynthesisd")
 
     def weights_md5(self) -> dict:
         """``{name: file entry}`` of the provenance's weights files (:meth:`_file_entry`)."""
@@ -262,27 +197,30 @@ class SaveSynthesisd(MapTransform):
         base = f"{case}_{self.target}_{self.suffix}"
         out = self.output_dir / f"{base}.nii.gz"
         role, other_role, n_samples, choice = self.roles()
-        u = self._uncertainty()
-        other = self._batch_item(f"{other_role}_volume") if other_role else None  # (fov, fov, S) or None
+        u = self._item(d, "std")  # (fov, fov, S) or None
+        other = self._item(d, other_role)  # (fov, fov, S) or None
         field = d.get("field")
         norm = json.loads(d["norm"]) if isinstance(d.get("norm"), str) else None
         geometry = json.loads(d["geometry"]) if isinstance(d.get("geometry"), str) else None
         if field is not None:
+            if d.get("pred_field") is None:
+                raise DataError("SaveSynthesisd got a `field` without its whole-field synthesis `pred_field`: run "
+                                "bundle.fill.FillFieldd before it (configs/inference.yaml `fill`)")
             field = torch.as_tensor(field).detach().float().cpu()
             faff = np.asarray(torch.as_tensor(d["field_affine"]).double().cpu().numpy())
-            fill, method = self.fill(field, fov)
-            w = feather_weight(fov, fill.shape, self.feather)[..., None]
+            method, feather = d["field_fill"]["method"], d["field_fill"]["feather_voxels"]
 
-            def to_output(fov_vol: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-                """(fov, fov, S) -> (the whole field (X', Y', S), the volume on the input's grid)."""
-                whole = w * paste_fov(fov_vol, fill.shape) + (1 - w) * fill
+            def to_output(key: str) -> tuple[np.ndarray | None, np.ndarray]:
+                """Output ``key`` -> (the whole field (X', Y', S), the volume on the input's grid)."""
+                whole = np.asarray(d[f"{key}_field"])
                 return whole, np.clip(to_input_grid(whole, faff, ref), 0, 1)
         else:
-            method = "none (0 outside the field of view)"
+            method, feather = "none (0 outside the field of view)", None
 
-            def to_output(fov_vol: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+            def to_output(key: str) -> tuple[np.ndarray | None, np.ndarray]:
+                fov_vol = pred if key == "pred" else self._item(d, key)
                 return None, paste_fov(fov_vol, native)
-        whole, vol = to_output(pred)
+        whole, vol = to_output("pred")
         t = SEQUENCES.index(self.target)
         win = norm[t] if norm else None
         if win and win.get("present"):
@@ -295,7 +233,7 @@ class SaveSynthesisd(MapTransform):
         files = {out.name: role}
         if other is not None:
             opath = self.output_dir / f"{case}_{self.target}_{other_role}.nii.gz"
-            niftis.append((opath, nifti_writer(to_output(other)[1], ref, opath, inputs,
+            niftis.append((opath, nifti_writer(to_output(other_role)[1], ref, opath, inputs,
                                                descrip=f"CMRDiff {self.provenance.get('task', '')} {self.target} "
                                                        f"{other_role} {units}")))
             files[opath.name] = other_role
@@ -324,7 +262,7 @@ class SaveSynthesisd(MapTransform):
             "geometry": dict(geometry or {}, fov_voxels=fov,
                              fov_mm=None if not geometry or geometry.get("target_spacing_mm") is None
                              else round(fov * geometry["target_spacing_mm"], 2)),
-            "whole_field": {"method": method, "feather_voxels": self.feather if field is not None else None,
+            "whole_field": {"method": method, "feather_voxels": feather,
                             "note": "the field of view is synthesized by the model; outside it, by `method`, "
                                     "blended over `feather_voxels` at the FOV border"},
             "outputs": [p.name for p, _ in niftis],

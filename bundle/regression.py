@@ -129,7 +129,7 @@ def regression_fill(field: torch.Tensor, target: int, network: torch.nn.Module, 
                     image_size: int | None) -> torch.Tensor:
     """The image-space regressor (fully convolutional, input :func:`translation_inputs`) on every slice of the whole
     ``field`` (3, X', Y', S) at the model's pixel scale (area-downsampled by ``image_size/fov``, bicubic back):
-    (X', Y', S) in [0, 1]. The whole-field fill of ``bundle.io.SaveSynthesisd``."""
+    (X', Y', S) in [0, 1]. The whole-field fill of ``bundle.fill.FillFieldd``."""
     dev = next(network.parameters()).device
     x = torch.as_tensor(field).float().permute(3, 0, 1, 2).to(dev)  # (S, 3, X', Y')
     nx, ny = x.shape[2:]

@@ -5,7 +5,8 @@ the latent flips and rot90 drawn for a whole batch (``BatchFlipRot90d``).
 Geometry (``CanonicalGeometryd``, ``FieldOfViewd``): the case is reoriented (slice axis last, in-plane axes as in
 the training data), resampled in-plane to the training pixel spacing (``target_spacing``; or left on its native
 grid with ``target_spacing: native``), and the ``fov``×``fov`` centre of that field is what the model sees; the
-whole field is kept as ``field`` (see ``bundle.io.SaveSynthesisd`` for how it is synthesized and mapped back).
+whole field is kept as ``field`` (see ``bundle.fill.FillFieldd`` for how it is synthesized and
+``bundle.io.SaveSynthesisd`` for how it is mapped back).
 
 Intensity protocol (also the evaluation protocol): per case and sequence, take the ``fov``×``fov`` centre
 crop (offset ``floor((X-fov)/2)``; if smaller, ``floor((fov-X)/2)`` zeros before; MONAI

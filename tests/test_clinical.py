@@ -210,15 +210,13 @@ def _case(name, slices, with_gd=True):
 
 
 def test_synthesis_metrics_clinical_section(tmp_path):
-    inferer = SimpleNamespace(uncertainty_volume=None)
-    h = SynthesisMetrics(tmp_path, task="lge", target="DE", inferer=inferer)
+    h = SynthesisMetrics(tmp_path, task="lge", target="DE")
     a, a_out = _case("a", [(0.75, 0.4), (None, None)])  # lesion slice (faint scar), lesion-free slice
     b, b_out = _case("b", [(0.75, 0.75), ("empty", None)])  # exact lesion slice, a slice without myocardium
     c, c_out = _case("c", [(0.75, 0.75)], with_gd=False)  # no label: NaN lesion columns
-    inferer.uncertainty_volume = (a_out["pred"] - a["image"][1:2]).abs()[None] * 2  # (1, 1, X, Y, S)
+    a_out["std"] = (a_out["pred"] - a["image"][1:2]).abs() * 2  # (1, X, Y, S): the item's std in the engine output
     eng = _engine([a], [a_out])
     h.iteration(eng)
-    inferer.uncertainty_volume = None
     for item, out in ((b, b_out), (c, c_out)):
         h.iteration(_engine([item], [out]))
     h.completed(eng)

@@ -151,7 +151,8 @@ def test_save_png(tmp_path):
 
 
 def test_uncertainty_follows_the_batch_item(tmp_path):
-    """Batch of 2: each case gets its own slice of the inferer's uncertainty_volume, not item 0's."""
+    """Batch of 2: each case gets its own slice of the sampler's std (put into the engine output, decollated per
+    item), not item 0's."""
     import types
 
     import nibabel as nib
@@ -166,11 +167,11 @@ def test_uncertainty_follows_the_batch_item(tmp_path):
         p = tmp_path / f"{case}_C0.nii.gz"
         nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), p)
         paths[case] = p
-    inferer = types.SimpleNamespace(uncertainty_volume=torch.stack([torch.full((1, 8, 8, 2), 0.1),
-                                                                    torch.full((1, 8, 8, 2), 0.7)]))
+    std = torch.stack([torch.full((1, 8, 8, 2), 0.1), torch.full((1, 8, 8, 2), 0.7)])  # the batch's (B, 1, X, Y, S)
+    inferer = types.SimpleNamespace(synth_output="mean", num_samples=2)
     save = SaveSynthesisd(tmp_path / "out", "DE", ["C0", "T2"], inferer=inferer, preview=False)
-    for case in ("a", "b"):
-        save({"case": case, "C0_path": paths[case], "pred": torch.zeros(1, 8, 8, 2)})
+    for i, case in enumerate(("a", "b")):
+        save({"case": case, "C0_path": paths[case], "pred": torch.zeros(1, 8, 8, 2), "std": std[i]})
     got = [nib.load(tmp_path / "out" / f"{c}_DE_uncertainty.nii.gz").get_fdata() for c in ("a", "b")]
     assert got[0].max() == pytest.approx(0.1) and got[1].max() == pytest.approx(0.7)
 
@@ -194,9 +195,11 @@ def _linear_model(bias: float = 0.05):
 
 def _synthesize(parser, item: dict, out_dir, task: str = "lge", **overrides):
     """The inference path of configs/inference.yaml on one case with the linear stand-in model: volume_transforms
-    -> inferer (FOV, resized to the profile size and back) -> SaveSynthesisd (whole field, mapped back)."""
+    -> inferer (FOV, resized to the profile size and back) -> FillFieldd (whole field) -> SaveSynthesisd (mapped
+    back, written)."""
     import torch
 
+    from bundle.fill import FillFieldd
     from bundle.io import SaveSynthesisd
     from bundle.regression import TranslationVolumeInferer
 
@@ -208,9 +211,10 @@ def _synthesize(parser, item: dict, out_dir, task: str = "lge", **overrides):
     model = _linear_model()
     inferer = TranslationVolumeInferer(task, tasks, image_size=64)
     pred = inferer(torch.as_tensor(d["image"])[None], model)[0]
-    save = SaveSynthesisd(out_dir, target, conditions, inferer=inferer, fill_network=model, image_size=64,
+    fill = FillFieldd(target, conditions, inferer=inferer, fill_network=model, image_size=64)
+    save = SaveSynthesisd(out_dir, target, conditions, inferer=inferer,
                           provenance={"task": task, "weights": {"diffusion": str(item["C0"])}})
-    save(dict(d, pred=pred))
+    save(fill(dict(d, pred=pred)))
     return save, d
 
 
@@ -368,8 +372,9 @@ def test_every_output_voxel_is_synthesized_and_sidecar_written(parser, tmp_path)
 
 def _sampler_outputs(tmp_path, synth_output: str, num_samples: int, cases=("a", "b"), preview=False):
     """SaveSynthesisd after a stand-in sampler's batch of ``cases`` (8 x 8 x 2 volumes; no ``field``): its output
-    (``pred``) is 0.5 (synth_output mean) or 0.2 + 0.1·item (sample); mean_volume 0.5, sample_volume 0.2 + 0.1·item,
-    uncertainty_volume 0.3 (None with N 1). Returns (output folder, the transform)."""
+    (``pred``) is 0.5 (synth_output mean) or 0.2 + 0.1·item (sample); with N > 1 each item's engine output also holds
+    ``mean`` 0.5, ``sample`` 0.2 + 0.1·item and ``std`` 0.3 (bundle.sampler.SynthesisOutputs). Returns (output
+    folder, the transform)."""
     import types
 
     import torch
@@ -387,14 +392,14 @@ def _sampler_outputs(tmp_path, synth_output: str, num_samples: int, cases=("a", 
     mean = torch.full((b, 1, *shape), 0.5)
     sample = torch.stack([torch.full((1, *shape), 0.2 + 0.1 * i) for i in range(b)])
     many = num_samples > 1
-    inferer = types.SimpleNamespace(synth_output=synth_output, num_samples=num_samples,
-                                    mean_volume=mean if many else None, sample_volume=sample if many else None,
-                                    uncertainty_volume=torch.full((b, 1, *shape), 0.3) if many else None)
+    inferer = types.SimpleNamespace(synth_output=synth_output, num_samples=num_samples)
+    extras = dict(mean=mean, sample=sample, std=torch.full((b, 1, *shape), 0.3)) if many else {}
     pred = sample if synth_output == "sample" or not many else mean
     save = SaveSynthesisd(tmp_path / "out", "DE", ["C0", "T2"], inferer=inferer, preview=preview,
                           provenance={"task": "lge"})
     for i, case in enumerate(cases):
-        save({"case": case, "C0_path": paths[case], "pred": pred[i], "image": torch.rand(3, *shape)})
+        save({"case": case, "C0_path": paths[case], "pred": pred[i], "image": torch.rand(3, *shape),
+              **{k: v[i] for k, v in extras.items()}})
     return tmp_path / "out", save
 
 
@@ -491,3 +496,38 @@ def test_stale_outputs_of_another_setting_are_removed(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["a_DE_synth.json", "a_DE_synth.nii.gz"]
     assert list(json.loads((out / "a_DE_synth.json").read_text())["files"]) == ["a_DE_synth.nii.gz"]
+
+
+def test_fill_field_is_an_inference_step_before_saving(tmp_path):
+    """FillFieldd (bundle/fill.py): every FOV output of an item (pred, and the sampler's mean / sample beside it) is
+    blended into the same whole-field fill (the regressor on the whole field; a reconstruction: the input), and the
+    method is recorded; SaveSynthesisd only maps and writes, and refuses a field without its whole-field synthesis."""
+    import torch
+
+    from bundle.data import DataError
+    from bundle.fill import FillFieldd
+    from bundle.io import SaveSynthesisd
+    from bundle.regression import regression_fill
+
+    field = torch.rand(3, 16, 16, 2)
+    model = _linear_model()
+    d = {"field": field, "pred": torch.full((1, 8, 8, 2), 0.5), "sample": torch.full((1, 8, 8, 2), 0.2)}
+    out = FillFieldd("DE", ["C0", "T2"], fill_network=model, feather=2, image_size=8)(d)
+    fill = regression_fill(field, 1, model, 8, 8).numpy()
+    assert out["field_fill"] == {"method": "regression", "feather_voxels": 2} and "mean_field" not in out
+    for key, v in (("pred", 0.5), ("sample", 0.2)):
+        whole = out[f"{key}_field"]
+        assert whole.shape == (16, 16, 2)
+        np.testing.assert_allclose(whole[6:10, 6:10], v, atol=1e-6)  # the FOV (4:12) inside the 2-voxel ramp
+        np.testing.assert_allclose(whole[:4], fill[:4], atol=1e-6)  # outside the FOV: the fill
+        np.testing.assert_allclose(whole[4, 8], 0.5 * v + 0.5 * fill[4, 8], atol=1e-6)  # the ramp: half at the edge
+    recon = FillFieldd("DE", ["DE"], feather=0)(dict(d, pred=torch.full((1, 8, 8, 2), 0.3)))
+    assert recon["field_fill"]["method"] == "input"
+    np.testing.assert_allclose(recon["pred_field"][:4], field[1, :4].numpy())
+    np.testing.assert_allclose(recon["pred_field"][4:12, 4:12], 0.3)
+    assert FillFieldd("DE", ["C0", "T2"])({"pred": d["pred"]}) == {"pred": d["pred"]}  # no field: unchanged
+    ref = tmp_path / "a_C0.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 2), np.float32), np.eye(4)), ref)
+    with pytest.raises(DataError, match="FillFieldd"):
+        SaveSynthesisd(tmp_path / "out", "DE", ["C0", "T2"], preview=False)(
+            {"case": "a", "C0_path": ref, "pred": d["pred"], "field": field, "field_affine": torch.eye(4)})

@@ -71,12 +71,14 @@ def setup(tmp_path_factory):
 class StubDenoiser(nn.Module):
     """A stand-in denoiser (the real network's condition tokens, its own prediction): the ε that makes the DDIM step
     from z_t land on ``goal`` — ``"noised"``: z_t itself (every step returns its input: the chain ends at the noised
-    start), ``"clean"``: the sampler's clean start latent (the guide's, repeated like the samples). From
+    start), ``"clean"``: the sampler's clean start latent (the guide's, repeated like the samples: what the sampler
+    handed to the scheduler's ``add_noise``, recorded in ``starts``). From
     z_t = √ᾱ_t·x̂0 + √(1−ᾱ_t)·ε and goal = √ᾱ_prev·x̂0 + √(1−ᾱ_prev)·ε (the scheduler's own ᾱ and previous step)."""
 
     def __init__(self, real: nn.Module, sampler, goal: str) -> None:
         super().__init__()
         self.real, self.sampler, self.goal = real, sampler, goal
+        self.starts: list[torch.Tensor] = []  # the clean start latents (B·n, lc, h, w) given to add_noise
 
     def context(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         return self.real.context(images, keep)
@@ -93,9 +95,8 @@ class StubDenoiser(nn.Module):
         if self.goal == "noised":
             goal = z
         else:
-            start = self.sampler._start[1]  # (B, lc, h, w)
-            n = self.sampler.num_samples // self.sampler.views
-            goal = start.repeat_interleave(n, 0).repeat(z.shape[0] // (start.shape[0] * n), 1, 1, 1)
+            start = self.starts[-1]  # (B·n, lc, h, w), the samples' rows
+            goal = start.repeat(z.shape[0] // start.shape[0], 1, 1, 1)
         det = a.sqrt() * (1 - p).sqrt() - (1 - a).sqrt() * p.sqrt()
         return ((a.sqrt() * goal.double() - p.sqrt() * z.double()) / det).float()
 
@@ -115,14 +116,17 @@ def synthesize(setup, network: nn.Module, monkeypatch) -> dict[str, torch.Tensor
     sampler, _, x = setup
     starts: list[torch.Tensor] = []
     add_noise = sampler.scheduler.add_noise
-    def recording(*args, **kwargs) -> torch.Tensor:  # the noised start z_t (B·n, lc, h, w), whatever the network
-        starts.append(add_noise(*args, **kwargs))
+    def recording(original, *args, **kwargs) -> torch.Tensor:  # the noised start z_t (B·n, lc, h, w), whatever the network
+        if isinstance(network, StubDenoiser):
+            network.starts.append(original)  # the clean start, for the stub
+        starts.append(add_noise(original, *args, **kwargs))
         return starts[-1]
 
     monkeypatch.setattr(sampler.scheduler, "add_noise", recording)
     sample = sampler(x, network)
-    assert sample is sampler.sample_image and len(starts) == 1
-    guide, start = sampler._start  # (S, 1, H, W) the regressor's image, (S, lc, h, w) its latent
+    out = sampler.last_output
+    assert sample is out.sample and len(starts) == 1
+    guide, start = out.start  # (S, 1, H, W) the regressor's image, (S, lc, h, w) its latent
     n = sampler.num_samples // sampler.views
     decode = sampler.autoencoder.decode_stage_2_outputs
     z_t = starts[0][::n]  # the first sample's noised start of every slice
@@ -143,7 +147,7 @@ def check(out: dict[str, torch.Tensor]) -> dict[str, float]:
 def test_real_denoiser_moves_the_start_and_removes_its_noise(setup, monkeypatch):
     sampler, net, _ = setup
     out = synthesize(setup, net, monkeypatch)
-    assert out["sample"].shape == (2, 1, 128, 128) and sampler.mean_image is not None
+    assert out["sample"].shape == (2, 1, 128, 128) and sampler.last_output.mean is not None
     print("real denoiser:", check(out))
 
 

@@ -115,7 +115,7 @@ def test_volume_shape(tiny):
     s = _sampler(tiny)
     out = s(torch.rand(1, 3, 64, 64, 3), tiny[0])
     assert out.shape == (1, 1, 64, 64, 3)
-    assert s.uncertainty_volume is None
+    assert s.last_output.std is None and s.last_output.sample is None
 
 
 def test_volume_resized_back(tiny):
@@ -148,9 +148,9 @@ def test_compiled_denoiser_gives_the_same_synthesis(tiny):
     x = _images(1)
     eager = _sampler(tiny, seed=5)(x, tiny[0])
     s = _sampler(tiny, seed=5, compile=True)
-    assert s.denoiser(tiny[0]) is not tiny[0] and s.denoiser(tiny[0]) is s.denoiser(tiny[0])
+    assert s.pipeline.denoiser(tiny[0]) is not tiny[0] and s.pipeline.denoiser(tiny[0]) is s.pipeline.denoiser(tiny[0])
     torch.testing.assert_close(s(x, tiny[0]), eager, atol=1e-4, rtol=1e-4)
-    assert _sampler(tiny).denoiser(tiny[0]) is tiny[0]
+    assert _sampler(tiny).pipeline.denoiser(tiny[0]) is tiny[0]
 
 
 def test_strength_one_is_pure_noise_ddim(tiny):
@@ -233,7 +233,7 @@ def test_regression_guide_starts_from_the_regressor(tiny):
     s = _sampler(tiny, guide_network=reg_a, **kw)
     _, ae, _ = tiny
     lat = torch.zeros(2, 3, 1, 1, 1)
-    assert torch.allclose(s.guide_latent(x, lat), ae.encode(torch.full((2, 1, 64, 64), 0.2))[0] * SCALE, atol=1e-6)
+    assert torch.allclose(s.pipeline.guide_start(x, lat)[1], ae.encode(torch.full((2, 1, 64, 64), 0.2))[0] * SCALE, atol=1e-6)
     with pytest.raises(ValueError, match="guide_network"):
         _sampler(tiny, guide="regression")
 
@@ -255,60 +255,67 @@ def test_num_samples_uncertainty(tiny):
     s = _sampler(tiny, num_samples=3)
     out = s(_images(2), tiny[0])
     assert out.shape == (2, 1, 64, 64)
-    assert s.uncertainty is not None and s.uncertainty.shape == (2, 1, 64, 64)
-    assert (s.uncertainty >= 0).all() and s.uncertainty.max() > 0
+    std = s.last_output.std
+    assert std is not None and std.shape == (2, 1, 64, 64)
+    assert (std >= 0).all() and std.max() > 0
     vol = s(torch.rand(1, 3, 128, 128, 2), tiny[0])
     assert vol.shape == (1, 1, 128, 128, 2)
-    assert s.uncertainty_volume.shape == (1, 1, 128, 128, 2) and (s.uncertainty_volume >= 0).all()
+    assert s.last_output.std.shape == (1, 1, 128, 128, 2) and (s.last_output.std >= 0).all()
     single = _sampler(tiny, num_samples=1)
     single(_images(2), tiny[0])
-    assert single.uncertainty is None
+    assert single.last_output.std is None
 
 
-def _fake_samples(imgs: torch.Tensor, net, n: int) -> torch.Tensor:
-    """Stand-in for ``CMRDiffSampler.samples``: sample j of slice i is C0 + 0.1·j + 0.01·i, (B, n, 1, H, W)."""
+def _fake_samples(imgs: torch.Tensor, net, n: int) -> tuple[torch.Tensor, None]:
+    """Stand-in for ``CMRDiffPipeline.samples``: sample j of slice i is C0 + 0.1·j + 0.01·i, (B, n, 1, H, W); no
+    guide start."""
     j = torch.arange(n, dtype=imgs.dtype).view(1, n, 1, 1, 1)
     i = torch.arange(imgs.shape[0], dtype=imgs.dtype).view(-1, 1, 1, 1, 1)
-    return (imgs[:, None, :1] * 0.5 + 0.1 * j + 0.01 * i).expand(-1, n, -1, -1, -1)
+    return (imgs[:, None, :1] * 0.5 + 0.1 * j + 0.01 * i).expand(-1, n, -1, -1, -1), None
 
 
 def test_first_sample_is_kept_beside_the_mean_and_std(tiny):
     """N 4 (views 1): the output is the mean (synth_output mean, the default) or the first of the N samples
-    (synth_output sample); the other one is kept in mean_image / sample_image, and the same for volumes (resized
-    back, clamped) in mean_volume / sample_volume; the std is unchanged by the choice."""
+    (synth_output sample); all three outputs of the call are in last_output (mean, sample, std), and the same for
+    volumes (resized back, clamped); the std is unchanged by the choice."""
     x = _images(2, seed=10)
     first = x[:, :1] * 0.5 + 0.01 * torch.arange(2.0).view(-1, 1, 1, 1)  # slice i's samples: + 0.01·i
     mean = first + 0.15  # samples + 0.1·j, j = 0..3: the first j = 0, the mean j = 1.5
     outs = {}
     for choice in ("mean", "sample"):
         s = _sampler(tiny, num_samples=4, views=1, synth_output=choice)
-        s.samples = _fake_samples
+        s.pipeline.samples = _fake_samples
         outs[choice] = s(x, tiny[0])
-        torch.testing.assert_close(s.mean_image, mean)
-        torch.testing.assert_close(s.sample_image, first)
-        torch.testing.assert_close(s.uncertainty, torch.full_like(mean, 0.05 * 5 ** 0.5))  # std of 0, .1, .2, .3
+        o = s.last_output
+        torch.testing.assert_close(o.mean, mean)
+        torch.testing.assert_close(o.sample, first)
+        torch.testing.assert_close(o.std, torch.full_like(mean, 0.05 * 5 ** 0.5))  # std of 0, .1, .2, .3
         vol = torch.rand(1, 3, 128, 128, 2)
         out_v = s(vol, tiny[0])
-        assert s.mean_volume.shape == s.sample_volume.shape == s.uncertainty_volume.shape == (1, 1, 128, 128, 2)
-        assert s.mean_volume.min() >= 0 and s.mean_volume.max() <= 1
-        assert s.sample_volume.min() >= 0 and s.sample_volume.max() <= 1
-        assert out_v is (s.mean_volume if choice == "mean" else s.sample_volume)
-        torch.testing.assert_close(s.mean_volume - s.sample_volume, torch.full_like(out_v, 0.15), atol=1e-5,
+        v = s.last_output
+        assert v is not o and v.mean.shape == v.sample.shape == v.std.shape == (1, 1, 128, 128, 2)
+        assert v.mean.min() >= 0 and v.mean.max() <= 1
+        assert v.sample.min() >= 0 and v.sample.max() <= 1
+        assert out_v is (v.mean if choice == "mean" else v.sample)
+        assert v.extras().keys() == {"mean", "sample", "std"}
+        torch.testing.assert_close(v.mean - v.sample, torch.full_like(out_v, 0.15), atol=1e-5,
                                    rtol=0)  # the slice offsets 0.01·i cancel; (before clamping: x/2 + 0.15 < 1)
     torch.testing.assert_close(outs["mean"], mean)
     torch.testing.assert_close(outs["sample"], first)
 
 
 def test_single_sample_keeps_no_second_output(tiny):
-    """N 1: the output is the single sample whatever synth_output says; no mean / sample / std is kept."""
+    """N 1: the output is the single sample whatever synth_output says; no second output (sample) and no std."""
     x = _images(1, seed=11)
     out = {}
     for choice in ("mean", "sample"):
         s = _sampler(tiny, num_samples=1, synth_output=choice)
         out[choice] = s(x, tiny[0])
-        assert s.mean_image is None and s.sample_image is None and s.uncertainty is None
-        s(torch.rand(1, 3, 64, 64, 2), tiny[0])
-        assert s.mean_volume is None and s.sample_volume is None and s.uncertainty_volume is None
+        assert s.last_output.mean is out[choice] and s.last_output.sample is None and s.last_output.std is None
+        assert s.last_output.extras() == {}
+        vol = s(torch.rand(1, 3, 64, 64, 2), tiny[0])
+        assert s.last_output.mean is vol and s.last_output.sample is None and s.last_output.std is None
+        assert s.last_output.extras() == {}
     torch.testing.assert_close(out["mean"], out["sample"], rtol=0, atol=0)
 
 
@@ -321,7 +328,7 @@ def test_kept_sample_is_a_real_single_sample(tiny):
     s = _sampler(tiny, num_samples=2, views=1, synth_output="sample", **kw)
     out = s(x, tiny[0])
     torch.testing.assert_close(out, single, rtol=0, atol=1e-5)
-    assert out is s.sample_image and (s.mean_image - out).abs().max() > 1e-3
+    assert out is s.last_output.sample and (s.last_output.mean - out).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("kw,field", [
@@ -395,7 +402,7 @@ def test_residual_output_is_the_regressor_plus_the_diffusion_change(tiny):
     res = _sampler(tiny, guide_network=reg, residual=True, **kw)
     out_plain, out_res = plain(x, tiny[0]), res(x, tiny[0])
     _, ae, _ = tiny
-    base = ae.decode_stage_2_outputs(res._start[1] / SCALE)
+    base = ae.decode_stage_2_outputs(res.last_output.start[1] / SCALE)
     inside = (out_plain > 0.01) & (out_plain < 0.99) & (out_res > 0.01) & (out_res < 0.99)  # away from the clamp
     assert inside.any()
     torch.testing.assert_close(out_res[inside], (out_plain + 0.5 - base)[inside], rtol=0, atol=1e-5)
@@ -414,16 +421,16 @@ def test_views_spread_the_samples_over_flipped_inputs(tiny):
     torch.testing.assert_close(_sampler(tiny, guide_network=reg, views=1, **kw)(x, tiny[0]), plain, rtol=0, atol=0)
     s = _sampler(tiny, guide_network=reg, views=4, **kw)
     four = s(x, tiny[0])
-    assert four.shape == (2, 1, 64, 64) and s.uncertainty.shape == (2, 1, 64, 64)
+    assert four.shape == (2, 1, 64, 64) and s.last_output.std.shape == (2, 1, 64, 64)
     assert not torch.allclose(four, plain, atol=1e-4)
     assert reg.inputs[-1].shape[0] == 8  # the guide ran on 4 views of 2 slices in one batch
     # the mapping back: samples = the view's C0 plus a left-right ramp; views 2 average it with its mirror
     s2 = _sampler(tiny, views=2, num_samples=4)
     ramp = torch.linspace(0, 1, 64)
-    s2.samples = lambda imgs, net, n: (imgs[:, :1] + ramp)[:, None].expand(-1, n, -1, -1, -1)
+    s2.pipeline.samples = lambda imgs, net, n: ((imgs[:, :1] + ramp)[:, None].expand(-1, n, -1, -1, -1), None)
     mean = s2(x, tiny[0])
     torch.testing.assert_close(mean, x[:, :1] + 0.5)
-    torch.testing.assert_close(s2.uncertainty, ((ramp - ramp.flip(0)).abs() / 2).expand_as(mean))
+    torch.testing.assert_close(s2.last_output.std, ((ramp - ramp.flip(0)).abs() / 2).expand_as(mean))
     assert [_sampler(tiny, num_samples=n, views=8).views for n in (1, 2, 3, 4, 6, 16)] == [1, 2, 1, 4, 2, 8]
     with pytest.raises(ValueError, match="views"):
         _sampler(tiny, views=3)
@@ -538,12 +545,78 @@ def test_texture_is_drawn_onto_the_sample_and_never_onto_the_mean(tiny):
     runs = {}
     for t in (None, tex):
         s = _sampler(tiny, num_samples=4, views=1, texture=t)
-        s.samples = _fake_samples
+        s.pipeline.samples = _fake_samples
         s(vol, tiny[0])
-        runs[t is not None] = (s.mean_volume, s.sample_volume, s.uncertainty_volume)
+        runs[t is not None] = (s.last_output.mean, s.last_output.sample, s.last_output.std)
     torch.testing.assert_close(runs[True][0], runs[False][0])
     torch.testing.assert_close(runs[True][2], runs[False][2])
     diff = (runs[True][1] - runs[False][1]).abs()
     assert diff.mean() > 0.01 and runs[True][1].min() >= 0 and runs[True][1].max() <= 1
     one = {t is not None: _sampler(tiny, num_samples=1, num_inference_steps=1, texture=t)(vol, tiny[0]) for t in (None, tex)}
     assert (one[True] - one[False]).abs().mean() > 0.01
+
+
+@pytest.mark.parametrize("scales", [(1.5, 2.0), (2.5, 2.5)])
+def test_guided_denoiser_is_the_two_scale_combination(tiny, scales):
+    """GuidedDenoiser alone: one batched call equals ε(∅,∅) + c_I1·[ε(c1,∅) − ε(∅,∅)] + c_I2·[ε(c1,c2) − ε(c1,∅)] from
+    separate forwards of each branch (2 branches when c_I1 = c_I2), for n samples per slice."""
+    from bundle.sampler import CMRDiffPipeline, GuidedDenoiser
+
+    net, ae, _ = tiny
+    x, n = _images(2, seed=14), 2
+    pipe = _sampler(tiny).pipeline
+    lat = pipe.encode(x)  # (2, 3, lc, h, w): lge, C0 and T2 encoded, DE zero
+    assert isinstance(pipe, CMRDiffPipeline) and (lat[:, 1] == 0).all()
+    den = GuidedDenoiser(net, x, lat, 1, (0, 2), scales, n=n)
+    assert den.branches == (2 if scales[0] == scales[1] else 3)
+    z = torch.randn(2 * n, *lat.shape[2:], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = den(z, 500)
+
+        def eps(kept):
+            keep = torch.zeros(2 * n, 3, dtype=torch.bool)
+            keep[:, kept] = True
+            lb = lat.repeat_interleave(n, 0)
+            cond = (lb * keep.view(-1, 3, 1, 1, 1).float()).reshape(2 * n, -1, *lat.shape[3:])
+            return net(torch.cat([z, cond], 1), torch.full((2 * n,), 500), context=net.context(
+                x.repeat_interleave(n, 0), keep), class_labels=torch.ones(2 * n, dtype=torch.long))
+
+        e_full, e_c1, e_null = eps([0, 2]), eps([0]), eps([])
+    want = e_null + scales[0] * (e_c1 - e_null) + scales[1] * (e_full - e_c1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_samples", [4, 1])
+def test_evaluator_items_get_their_own_outputs(tiny, num_samples):
+    """In MONAI's SupervisedEvaluator with the SynthesisOutputs handler, a batch of 2 volumes: each item's engine
+    output (what the post-processing and the metrics read) holds its own mean / sample / std of the sampler's call
+    beside ``pred`` (the mean, synth_output mean); with N 1 only ``pred`` (the single sample)."""
+    from monai.data import DataLoader, Dataset
+    from monai.engines import SupervisedEvaluator
+
+    from bundle.sampler import SynthesisOutputs
+
+    s = _sampler(tiny, num_samples=num_samples, views=1, num_inference_steps=1)
+    s.pipeline.samples = _fake_samples
+    vols = torch.rand(2, 3, 64, 64, 2) * 0.5
+    seen = []
+
+    def post(d):
+        seen.append({k: d.get(k) for k in ("pred", "mean", "sample", "std")})
+        return d
+
+    ev = SupervisedEvaluator(device=torch.device("cpu"), network=tiny[0], inferer=s, postprocessing=post,
+                             val_data_loader=DataLoader(Dataset([{"image": v} for v in vols]), batch_size=2),
+                             val_handlers=[SynthesisOutputs(s)],
+                             prepare_batch=lambda b, device, non_blocking, **kw: (b["image"], None))
+    ev.run()
+    out = s.last_output
+    assert len(seen) == 2
+    for i, d in enumerate(seen):
+        torch.testing.assert_close(d["pred"], out.mean[i])
+        if num_samples == 1:
+            assert d["mean"] is None and d["sample"] is None and d["std"] is None
+        else:
+            for k in ("mean", "sample", "std"):
+                torch.testing.assert_close(d[k], getattr(out, k)[i])
+            assert (d["mean"] - d["sample"]).abs().max() > 0.1  # the mean of 4 is not the first sample

@@ -254,8 +254,8 @@ class SynthesisInferTask(InferTask):
                 raise RuntimeError("configs/inference.yaml `initialize` has no weight-loading step (load_diffusion) "
                                    "to skip per request; update monailabel_app/lib/infer_synthesis.py")
             extra = {}
-            if str(p.get("postprocessing#transforms#0#_target_", "")).endswith("SaveSynthesisd"):
-                extra["postprocessing#transforms#0#preview"] = False  # the server returns the NIfTI only
+            if str(p.get("save_outputs#_target_", "")).endswith("SaveSynthesisd"):
+                extra["save_outputs#preview"] = False  # the server returns the NIfTI only
             self._base, self._nets, self._skip_init, self._extra = base, nets, skip, extra
             self.networks_built += 1
             logger.info(f"CMRDiff {self.task}: networks built and weights loaded in {time.time() - t0:.2f} s "
