@@ -58,3 +58,12 @@ def parser(tmp_path_factory):
 import torch as _torch  # noqa: E402
 
 _torch.set_num_threads(1)
+
+
+def md_row(line: str) -> tuple[str, list[float]]:
+    """A Markdown table row -> (its first cell, every number in the other cells, in order): tests compare a table's
+    data, not its formatting."""
+    import re
+
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    return cells[0], [float(x) for c in cells[1:] for x in re.findall(r"[-+]?\d+(?:\.\d+)?", c)]

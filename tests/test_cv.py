@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import md_row
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from scripts.cv import FOLDS, TASKS, paired, table  # noqa: E402
@@ -34,10 +36,11 @@ def test_paired_differences_and_fold_means():
     assert d[0]["lge"][("c", "0")]["psnr"] == 1 and d[1]["t2"][("c", "1")]["psnr"] == 0.5
     text = table(d, "Δ b − a")
     lines = text.splitlines()
-    assert lines[2].startswith("| fold 0 | +1.00 / +0.0100 | +0.00 / +0.0000 | +0.00 / +0.0000 | +0.33 / +0.0033 |")
-    assert lines[-1] == "| **mean of 2 folds** | +0.50 / +0.0050 | +0.25 / +0.0025 | +0.00 / +0.0000 | +0.25 / +0.0025 |"
+    name, v = md_row(lines[2])  # per task then the mean: PSNR / SSIM differences
+    assert name == "fold 0" and v[:8] == pytest.approx([1, 0.01, 0, 0, 0, 0, 0.33, 0.0033], abs=1e-9)
+    assert md_row(lines[-1]) == ("**mean of 2 folds**", pytest.approx([0.5, 0.005, 0.25, 0.0025, 0, 0, 0.25, 0.0025]))
     plain = table(a, "guide").splitlines()
-    assert plain[2] == "| fold 0 | 11.00 / 0.1100 | 14.00 / 0.1400 | 16.00 / 0.1600 | 13.67 / 0.1367 |"
+    assert md_row(plain[2]) == ("fold 0", pytest.approx([11, 0.11, 14, 0.14, 16, 0.16, 13.67, 0.1367]))
 
 
 @pytest.mark.slow
