@@ -379,6 +379,26 @@ def autoencoder_scores(args) -> dict:
     return {s: json.loads((out / f"{s}_summary.json").read_text())["over_slices"] for s in ("C0", "DE", "T2")}
 
 
+def utility(args, keys: list[str]) -> str:
+    """The downstream-utility table (issue 34; configs/evaluate_utility.yaml) over the methods just evaluated whose
+    syntheses are under output_dir (each method's own `_synth` files), with the shipped segmenters; '' when the
+    segmenters are absent (scripts/train_segmenters.sh)."""
+    seg = ROOT / "models" / f"segmenter_{args.profile}_C0_DE_T2.pt"
+    if args.split == "tune" or not seg.is_file():
+        print(f"utility: no segmenter {seg} (scripts/train_segmenters.sh) or a tuning-fold run - not evaluated")
+        return ""
+    out = args.output_dir / "utility"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+           str(["configs/common.yaml", "configs/train_segmenter.yaml", "configs/evaluate_utility.yaml"]),
+           "--dataset_dir", str(args.dataset_dir), "--split", args.split, "--profile", args.profile,
+           "--results_dir", str(args.output_dir), "--utility_methods", str(keys), "--output_dir", str(out)]
+    print("$", " ".join(cmd[1:]), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: the utility evaluation failed:\n{proc.stderr[-3000:]}")
+    return (out / "utility.md").read_text().strip()
+
+
 def write_metadata(path: Path, cmrdiff: dict[str, dict], ae: dict[str, dict], row_label: str, split: str) -> None:
     """configs/metadata.json ``eval_metrics`` from the CMRDiff row and the stage-1 scores, and the networks' data
     formats from the configs (never typed by hand)."""
@@ -437,17 +457,16 @@ def main() -> None:
     realism = realism_table(results, labels)
     paired = paired_table(results, labels, args.output_dir)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("table", md), ("clinical", clin), ("realism", realism), ("paired", paired)):
+    util = utility(args, [k for k, r in results.items() if r and k in METHODS and not k.endswith("_texture")])
+    for name, text in (("table", md), ("clinical", clin), ("realism", realism), ("paired", paired), ("utility", util)):
         (args.output_dir / f"{name}.md").write_text(text + "\n")
-    print(md)
-    print(clin)
-    print(realism)
-    print(paired)
+    for text in (md, clin, realism, paired, util):
+        print(text)
     if args.only and not tune or args.no_eval or str(args.doc) == os.devnull:
         return  # a partial validation table is not written into the docs (the tuning-fold table may be partial)
     doc = args.doc.read_text()
     blocks = (("tune", md), ("clinical_tune", clin), ("realism_tune", realism), ("paired_tune", paired)) if tune else \
-        (("results", md), ("clinical", clin), ("realism", realism), ("paired", paired))
+        (("results", md), ("clinical", clin), ("realism", realism), ("paired", paired), ("utility", util))
     for marker, text in blocks:
         if not text:
             continue

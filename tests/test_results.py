@@ -132,7 +132,7 @@ def test_docs_results_has_every_block_the_scripts_write():
 
     doc = (ROOT / "docs" / "results.md").read_text()
     for marker in ("results", "clinical", "realism", "paired", "tune", "clinical_tune", "realism_tune", "paired_tune",
-                   "learning_curves"):
+                   "learning_curves", "utility"):
         blocks = re.findall(rf"<!-- {marker}:begin -->\n(.*?)<!-- {marker}:end -->", doc, flags=re.S)
         assert len(blocks) == 1, marker
     table = re.search(r"<!-- results:begin -->\n(.*?)<!-- results:end -->", doc, flags=re.S).group(1)
