@@ -51,6 +51,7 @@ def child(which: str, iterations: int, warmup: int, data: str) -> dict:
     if which == "unet_l1":
         p["task"] = "any"
     p.parse()
+    p.get_parsed_content("initialize")  # the workflow's own steps (knob checks, determinism, weight loading)
     trainer = p.get_parsed_content("train#trainer")
     batch = p.get_parsed_content("batch_size")
     stamps: list[float] = []

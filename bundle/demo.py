@@ -27,6 +27,7 @@ def preview(output_dir: Path) -> Path:
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs/common.yaml"))
     parser.update({"bundle_root": str(ROOT), "output_dir": str(output_dir)})
+    parser.get_parsed_content("provide_data")  # the embedded default data set, written (and logged) by its step
     cases = discover_cases(parser.get_parsed_content("dataset_dir"), "train", parser["validation_ids"])
     slices = build_slices(cases[:1], parser.get_parsed_content("volume_transforms"), None, progress=False)
     s = slices[len(slices) // 2]
