@@ -76,3 +76,31 @@ def test_the_knob(tmp_path):
     assert wanted("auto", f) is True
     with pytest.raises(ConfigError, match="true, false or auto"):
         wanted("maybe", f)
+
+
+@pytest.mark.slow
+def test_fit_texture_workflow_is_seeded_and_guarded(tmp_path):
+    """configs/fit_texture.yaml on the embedded phantom (written by its provide_data step) with the shipped
+    autoencoder: two runs give identical, non-zero kernels; writing into models/ needs --overwrite_shipped."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    if not (REPO_ROOT / "models" / "autoencoder_cpu.pt").is_file():
+        pytest.skip("shipped autoencoder absent")
+    base = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+            "['configs/common.yaml','configs/fit_texture.yaml']"]
+    kernels = []
+    for k in range(2):
+        out = tmp_path / f"run{k}"
+        proc = subprocess.run([*base, "--output_dir", str(out)], cwd=REPO_ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "no --dataset_dir given" in proc.stdout + proc.stderr
+        kernels.append(torch.load(out / "models" / "texture_cpu.pt", weights_only=True)["state_dict"]["kernels"])
+    assert torch.equal(kernels[0], kernels[1]) and kernels[0].abs().sum() > 0
+    shipped = (REPO_ROOT / "models" / "texture_cpu.pt").read_bytes()
+    proc = subprocess.run([*base, "--output_dir", str(tmp_path / "g"), "--export_dir", str(REPO_ROOT / "models")],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "overwrite_shipped" in proc.stderr
+    assert (REPO_ROOT / "models" / "texture_cpu.pt").read_bytes() == shipped
