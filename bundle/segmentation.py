@@ -125,12 +125,13 @@ def evaluate_utility(tasks: Mapping[str, Mapping], cases: Sequence[dict], volume
     from bundle.data import build_slices
 
     out: dict = {}
+    real = build_slices(cases, volume_transform, slice_transform, progress=False)  # the same for every task
+    real_dice = case_dice(segmenter, real)
     for task in task_names:
         target = tasks[task]["target"]
         t = SEQUENCES.index(target)
         conds = [SEQUENCES.index(c) for c in tasks[task]["conditions"]]
-        real = build_slices(cases, volume_transform, slice_transform, progress=False)
-        rows: dict[str, dict[str, np.ndarray]] = {"real": case_dice(segmenter, real)}
+        rows: dict[str, dict[str, np.ndarray]] = {"real": real_dice}
         for name, root in methods.items():
             files = {c["case"]: Path(root) / task / f"{c['case']}_{target}_synth.nii.gz" for c in cases}
             if not all(f.is_file() for f in files.values()):
