@@ -78,17 +78,21 @@ class DegradedReconstructionInferer(Inferer):
 
 
 class TextureLoss(nn.Module):
-    """``L1(x, y) + spectral_weight · mean | |FFT(x)| − |FFT(y)| |`` on (B, 1, H, W): the spectral term compares
-    amplitudes only (orthonormal 2D FFT), so texture of the scan's power at each frequency is rewarded whatever its
-    phase — L1 alone would rather average the texture away."""
+    """``L1(down(x), down(y)) + spectral_weight · mean | |FFT(x)| − |FFT(y)| |`` on (B, 1, H, W). ``down`` is area
+    downsampling by ``l1_factor`` (1: none): with 2 the L1 term holds the content at the input's scale and leaves the
+    finer texture, which the input cannot predict, to the spectral and adversarial terms (L1 would average it away).
+    The spectral term compares amplitudes only (orthonormal 2D FFT of the mean-subtracted images), so the scan's
+    power at each frequency is rewarded whatever its phase."""
 
-    def __init__(self, spectral_weight: float = 1.0) -> None:
+    def __init__(self, spectral_weight: float = 1.0, l1_factor: int = 1) -> None:
         super().__init__()
-        self.spectral_weight = float(spectral_weight)
+        self.spectral_weight, self.l1_factor = float(spectral_weight), int(l1_factor)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred, target = pred.float(), target.float()
-        loss = torch.nn.functional.l1_loss(pred, target)
+        f = self.l1_factor
+        down = (lambda t: torch.nn.functional.avg_pool2d(t, f)) if f > 1 else (lambda t: t)  # noqa: E731
+        loss = torch.nn.functional.l1_loss(down(pred), down(target))
         if self.spectral_weight > 0:
             amp = lambda t: torch.fft.fft2(t - t.mean((-2, -1), keepdim=True), norm="ortho").abs()  # noqa: E731
             loss = loss + self.spectral_weight * (amp(pred) - amp(target)).abs().mean()

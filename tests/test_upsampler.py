@@ -72,6 +72,16 @@ def test_spectral_term_ignores_phase_and_l1_does_not():
     assert float(TextureLoss(1.0)(smooth, y)) > float(TextureLoss(0.0)(smooth, y)) + 1e-3
 
 
+def test_coarse_l1_leaves_texture_below_the_input_scale_to_the_spectral_term():
+    """With l1_factor 2 a zero-mean 2x2 texture (a checkerboard) costs nothing in the L1 term; at 1 it does."""
+    y = torch.full((1, 1, 16, 16), 0.5)
+    checker = 0.1 * (torch.arange(16)[:, None] + torch.arange(16)[None, :]).remainder(2).float().sub(0.5)
+    textured = y + checker
+    assert float(TextureLoss(0.0, l1_factor=2)(textured, y)) == pytest.approx(0.0, abs=1e-7)
+    assert float(TextureLoss(0.0, l1_factor=1)(textured, y)) == pytest.approx(0.05, rel=1e-5)
+    assert float(TextureLoss(1.0, l1_factor=2)(textured, y)) > 1e-3  # the spectral term sees the added power
+
+
 def test_translation_and_autoencoder_inferers_draw_with_an_upsampler():
     from bundle.regression import TranslationVolumeInferer
     from bundle.vae import AutoencoderVolumeInferer
