@@ -78,15 +78,18 @@ class DegradedReconstructionInferer(Inferer):
 
 
 class TextureLoss(nn.Module):
-    """``L1(down(x), down(y)) + spectral_weight · mean | |FFT(x)| − |FFT(y)| |`` on (B, 1, H, W). ``down`` is area
+    """``L1(down(x), down(y)) + spectral_weight · mean | |FFT(x)| − |FFT(y)| |`` (+ ``radial_weight`` · the mean
+    absolute difference of :func:`radial_log_power`) on (B, 1, H, W). ``down`` is area
     downsampling by ``l1_factor`` (1: none): with 2 the L1 term holds the content at the input's scale and leaves the
     finer texture, which the input cannot predict, to the spectral and adversarial terms (L1 would average it away).
     The spectral term compares amplitudes only (orthonormal 2D FFT of the mean-subtracted images), so the scan's
     power at each frequency is rewarded whatever its phase."""
 
-    def __init__(self, spectral_weight: float = 1.0, l1_factor: int = 1) -> None:
+    def __init__(self, spectral_weight: float = 1.0, l1_factor: int = 1, radial_weight: float = 0.0,
+                 radial_bins: int = 32) -> None:
         super().__init__()
         self.spectral_weight, self.l1_factor = float(spectral_weight), int(l1_factor)
+        self.radial_weight, self.radial_bins = float(radial_weight), int(radial_bins)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred, target = pred.float(), target.float()
@@ -96,4 +99,22 @@ class TextureLoss(nn.Module):
         if self.spectral_weight > 0:
             amp = lambda t: torch.fft.fft2(t - t.mean((-2, -1), keepdim=True), norm="ortho").abs()  # noqa: E731
             loss = loss + self.spectral_weight * (amp(pred) - amp(target)).abs().mean()
+        if self.radial_weight > 0:
+            loss = loss + self.radial_weight * (radial_log_power(pred, self.radial_bins)
+                                                - radial_log_power(target, self.radial_bins)).abs().mean()
         return loss
+
+
+def radial_log_power(x: torch.Tensor, bins: int = 32) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, bins): log of the mean power of the mean-subtracted image's orthonormal 2D FFT in equal
+    radial frequency bins from 0 to 0.5 cycles/pixel (the corners beyond are left out). Phase-free and scale-free:
+    each band's power counts alike, the faint high frequencies of the scan's texture as much as the strong low ones."""
+    h, w = x.shape[-2:]
+    power = torch.fft.fft2(x - x.mean((-2, -1), keepdim=True), norm="ortho").abs().pow(2).flatten(1)  # (B, H·W)
+    fy, fx = torch.fft.fftfreq(h, device=x.device), torch.fft.fftfreq(w, device=x.device)
+    r = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2).flatten()
+    idx = (r / 0.5 * bins).long()
+    keep = idx < bins
+    sums = power.new_zeros(power.shape[0], bins).index_add_(1, idx[keep], power[:, keep])
+    counts = torch.bincount(idx[keep], minlength=bins).clamp_min(1).to(power.dtype)
+    return torch.log(sums / counts + 1e-10)

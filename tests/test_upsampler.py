@@ -10,7 +10,7 @@ from monai.networks.nets import BasicUNet
 from torch import nn
 
 from bundle.data import bicubic_resize
-from bundle.upsampler import DegradedReconstructionInferer, TextureLoss, TextureUpsampler
+from bundle.upsampler import DegradedReconstructionInferer, TextureLoss, TextureUpsampler, radial_log_power
 
 FEATURES = (4, 4, 4, 4, 4, 4)
 
@@ -70,6 +70,10 @@ def test_spectral_term_ignores_phase_and_l1_does_not():
     assert float(TextureLoss(1.0)(y, y)) == 0.0
     smooth = torch.nn.functional.avg_pool2d(y, 3, 1, 1)  # power lost: the spectral term sees it
     assert float(TextureLoss(1.0)(smooth, y)) > float(TextureLoss(0.0)(smooth, y)) + 1e-3
+    radial = TextureLoss(0.0, radial_weight=1.0)
+    assert float(radial(shifted, y) - torch.nn.functional.l1_loss(shifted, y)) == pytest.approx(0.0, abs=1e-4)
+    lost = radial_log_power(y) - radial_log_power(smooth)  # (B, bins): the blur removes power at high frequencies
+    assert lost.shape == (2, 32) and (lost[:, 20:] > 1.0).all() and lost[:, 1:4].abs().max() < 0.5
 
 
 def test_coarse_l1_leaves_texture_below_the_input_scale_to_the_spectral_term():
