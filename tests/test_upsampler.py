@@ -71,7 +71,7 @@ def test_spectral_term_ignores_phase_and_l1_does_not():
     smooth = torch.nn.functional.avg_pool2d(y, 3, 1, 1)  # power lost: the spectral term sees it
     assert float(TextureLoss(1.0)(smooth, y)) > float(TextureLoss(0.0)(smooth, y)) + 1e-3
     radial = TextureLoss(0.0, radial_weight=1.0)
-    assert float(radial(shifted, y) - torch.nn.functional.l1_loss(shifted, y)) == pytest.approx(0.0, abs=1e-4)
+    assert float(radial(shifted, y) - torch.nn.functional.l1_loss(shifted, y)) == pytest.approx(0.0, abs=1e-3)
     lost = radial_log_power(y) - radial_log_power(smooth)  # (B, bins): the blur removes power at high frequencies
     assert lost.shape == (2, 32) and (lost[:, 20:] > 1.0).all() and lost[:, 1:4].abs().max() < 0.5
 
