@@ -1,0 +1,1 @@
+cd /work/main && .venv/bin/python -m monai.bundle run --config_file "['configs/common.yaml','configs/inference_autoencoder.yaml']" --dataset_dir ../shared/data/myops2020 --split tune --output_dir output/ae_eval/up_<c|d>_final --upsample true --upsampler_weights output/up_<c|d>/models/upsampler_cpu.pt
