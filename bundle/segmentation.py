@@ -177,14 +177,26 @@ def utility_table(summary: Mapping, labels: Mapping[str, str] | None = None) -> 
     return "\n".join(lines).replace("nan", "–")
 
 
+def load_segmenter(path: str | Path, inputs: Sequence[str], features: Sequence[int], profile: str,
+                   device: torch.device | str = "cpu") -> nn.Module:
+    """A shipped segmenter of ``inputs`` (sequence names; its ``arch`` is checked): the ``segmenter_def`` network of
+    configs/train_segmenter.yaml (MONAI ``BasicUNet``, one output per region) with ``len(inputs)`` channels, loaded,
+    in eval mode."""
+    from monai.networks.nets import BasicUNet
+
+    from bundle.weights import load_weights
+
+    net = BasicUNet(spatial_dims=2, in_channels=len(inputs), out_channels=len(REGIONS), features=tuple(features))
+    load_weights(path, net, {"inputs": list(inputs), "profile": profile})
+    return net.to(device).eval()
+
+
 def run_utility(tasks: Mapping[str, Mapping], cases: Sequence[dict], volume_transform, slice_transform,
                 segmenter: nn.Module, segmenter_file, profile: str, features: Sequence[int],
                 methods: Mapping[str, str | Path], output_json: str | Path, device: torch.device | str = "cpu") -> dict:
     """The utility workflow's run step: load the fixed segmenter (``segmenter_file(SEQUENCES)``) into ``segmenter``
     and each task's two-sequence segmenter (``segmenter_file(conditions)``; a task without one gets no such row),
     run :func:`evaluate_utility`, and write its table beside ``output_json`` (``utility.md``)."""
-    from monai.networks.nets import BasicUNet
-
     from bundle.weights import load_weights
 
     load_weights(segmenter_file(list(SEQUENCES)), segmenter, {"inputs": list(SEQUENCES), "profile": profile})
@@ -195,9 +207,7 @@ def run_utility(tasks: Mapping[str, Mapping], cases: Sequence[dict], volume_tran
         if not path.is_file():
             logger.info(f"utility {task}: no two-sequence segmenter {path}: row skipped")
             continue
-        net = BasicUNet(spatial_dims=2, in_channels=2, out_channels=len(REGIONS), features=tuple(features)).to(device)
-        load_weights(path, net, {"inputs": list(spec["conditions"]), "profile": profile})
-        two[task] = net
+        two[task] = load_segmenter(path, spec["conditions"], features, profile, device)
     summary = evaluate_utility(tasks, cases, volume_transform, slice_transform, segmenter.to(device), two, methods,
                                output_json)
     table = utility_table(summary)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bundle.data import SEQUENCES, build_slices, discover_cases  # noqa: E402
-from bundle.segmentation import REGIONS, segment  # noqa: E402
+from bundle.segmentation import REGIONS, load_segmenter, segment  # noqa: E402
 from scripts.clinical_figures import box, figure  # noqa: E402
 
 LESION = {"lge": "scar", "t2": "edema", "bssfp": "edema"}
@@ -55,8 +55,6 @@ def main() -> None:
     args = ap.parse_args()
     from monai.bundle import ConfigParser
 
-    from bundle.weights import load_weights
-
     p = ConfigParser()
     p.read_config([str(ROOT / "configs" / f) for f in ("common.yaml", "train_segmenter.yaml", "evaluate_utility.yaml")])
     p.update({"output_dir": tempfile.gettempdir(), "dataset_dir": str(args.dataset_dir), "bundle_root": str(ROOT)})
@@ -64,11 +62,7 @@ def main() -> None:
     tasks, feats, profile = p.get_parsed_content("tasks"), p.get_parsed_content("segmenter_features"), p["profile"]
 
     def net(inputs: list[str]) -> torch.nn.Module:
-        from monai.networks.nets import BasicUNet
-
-        n = BasicUNet(spatial_dims=2, in_channels=len(inputs), out_channels=len(REGIONS), features=tuple(feats))
-        load_weights(args.segmenter_dir / f"segmenter_{profile}_{'_'.join(inputs)}.pt", n, {"inputs": inputs})
-        return n.eval()
+        return load_segmenter(args.segmenter_dir / f"segmenter_{profile}_{'_'.join(inputs)}.pt", inputs, feats, profile)
 
     full = net(list(SEQUENCES))
     cases = discover_cases(args.dataset_dir, args.split, p["validation_ids"], require_label=True, tuning_ids=p["tuning_ids"])
