@@ -1,0 +1,1 @@
+cd /work/main && OMP_NUM_THREADS=1 .venv/bin/python -m monai.bundle run --config_file "['configs/common.yaml','configs/train_upsampler.yaml']" --dataset_dir ../shared/data/myops2020 --train_split train_tune --val_split tune --output_dir output/up_a --adv_weight 0.1 --time_limit_s 4500
