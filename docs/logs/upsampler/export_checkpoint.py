@@ -1,4 +1,5 @@
-"""Export the upsampler of a training run's last checkpoint to a weights file (diagnostic, not committed)."""
+"""A record of the command that ran (not part of the bundle): export the upsampler of a training run's last checkpoint
+to a weights file. Needs the configs of commit 9690e71 (common.yaml `upsampler_def`); paths as on the machine it ran on."""
 import sys, glob, torch
 sys.path.insert(0, "/work/main")
 from monai.bundle import ConfigParser
