@@ -1,0 +1,1 @@
+cd /work/main && OMP_NUM_THREADS=1 .venv/bin/python -m monai.bundle run --config_file "['configs/common.yaml','configs/baselines/image.yaml','configs/baselines/unet_l1.yaml','configs/train_guide.yaml']" --dataset_dir ../shared/data/myops2020 --val_interval 20 --train_split train_tune --val_split tune --baselines_dir output/tune_guide --output_dir output/tune_guide
