@@ -214,19 +214,13 @@ def map_fov_slices(fn, volumes: torch.Tensor, image_size: int | None = None) -> 
     return tuple(back(t) for t in fn(x))
 
 
-def per_sequence(slices: Sequence[dict], repeats: dict[str, int] | None = None) -> list[dict]:
+def per_sequence(slices: Sequence[dict]) -> list[dict]:
     """One single-channel sample ``{"image": (1, X, Y), "case", "slice", "sequence"}`` per sequence and slice
-    (the shared VAE trains on all three sequences); ``repeats`` (e.g. ``{"DE": 2}``) lists a sequence's samples that
-    many times, to weight it up in an epoch."""
-    repeats = dict(repeats or {})
-    unknown = set(repeats) - set(SEQUENCES)
-    if unknown:
-        raise ValueError(f"repeats: unknown sequence(s) {sorted(unknown)}; expected some of {list(SEQUENCES)}")
+    (the shared VAE trains on all three sequences)."""
     return [
         {"image": s["image"][i : i + 1], "case": s["case"], "slice": s["slice"], "sequence": seq}
         for s in slices
         for i, seq in enumerate(SEQUENCES)
-        for _ in range(int(repeats.get(seq, 1)))
     ]
 
 

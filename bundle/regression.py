@@ -95,16 +95,14 @@ class TranslationVolumeInferer(Inferer):
     field-of-view volumes (B, 3, X, Y, S) -> (B, 1, X, Y, S) (slices area-resized to ``image_size``, batched, and
     resized back with bicubic). Output clamped to [0, 1]. With ``views`` V > 1 the prediction is the mean over V
     flipped/transposed views (``bundle.tta``). With a ``texture`` (``bundle.texture.ScannerTexture``; the realism
-    ablation "regression + texture"), volume outputs get a draw of the target's scanner texture (seeded by ``seed``).
-    With an ``upsampler`` (``bundle.upsampler.TextureUpsampler``; the ablation "regression + upsampler"), volume
-    slices are drawn at its resolution (seeded by ``seed``) before they are resized back."""
+    ablation "regression + texture"), volume outputs get a draw of the target's scanner texture (seeded by ``seed``)."""
 
     def __init__(self, task: str, tasks: Mapping[str, Mapping], image_size: int | None = None, views: int = 1,
-                 texture: nn.Module | None = None, seed: int = 0, upsampler: nn.Module | None = None) -> None:
+                 texture: nn.Module | None = None, seed: int = 0) -> None:
         super().__init__()
         self.target = task_slots(task, tasks)[0]
         self.image_size, self.views = image_size, check_views(views)
-        self.texture, self.seed, self.upsampler = texture, int(seed), upsampler
+        self.texture, self.seed = texture, int(seed)
 
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, network: nn.Module) -> torch.Tensor:
@@ -119,15 +117,7 @@ class TranslationVolumeInferer(Inferer):
             return self.predict(inputs, network).clamp(0, 1)
         if inputs.ndim != 5 or inputs.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) slices or (B, 3, X, Y, S) volumes, got {tuple(inputs.shape)}")
-        def run(x: torch.Tensor) -> tuple[torch.Tensor]:
-            pred = self.predict(x, network)
-            if self.upsampler is not None:
-                g = torch.Generator().manual_seed(self.seed + 2)
-                pred = torch.cat([self.upsampler(pred[i : i + 16].clamp(0, 1), generator=g)
-                                  for i in range(0, len(pred), 16)])
-            return (pred,)
-
-        out = map_fov_slices(run, inputs, self.image_size)[0].clamp(0, 1)
+        out = map_fov_slices(lambda x: (self.predict(x, network),), inputs, self.image_size)[0].clamp(0, 1)
         if self.texture is not None:
             g = torch.Generator().manual_seed(self.seed + 1)
             out = self.texture.add_to_volume(out, ("C0", "DE", "T2")[self.target], g)

@@ -20,9 +20,7 @@ in between reuse its deep features and run the full-resolution blocks alone (sam
 With ``num_samples`` N > 1 the N samples run in the same batch; their mean, per-pixel standard deviation and the
 first of the N samples (identity view, first noise draw: one realistic sample) are the outputs. ``synth_output`` picks
 what the inferer returns: ``"mean"`` (default: the PSNR-optimal estimate, blurred where the samples disagree) or
-``"sample"`` (that first sample: sharper, but it may show structure that is not in the patient). With an
-``upsampler`` (``bundle.upsampler.TextureUpsampler``) that first sample (the single sample with N 1) is drawn at the
-upsampler's resolution (the scan's 256² field for ``cpu``) with fresh scanner-like texture; the mean is left as it is.
+``"sample"`` (that first sample: sharper, but it may show structure that is not in the patient).
 With ``views`` V > 1 (``bundle.tta``) the N samples are spread over up to V flipped/transposed views of the input
 (``bundle.tta.effective_views``: the most that divide N; N/V samples each, the guide run in each view), mapped back
 before the mean: the same work as N samples of one view.
@@ -176,14 +174,14 @@ class CMRDiffPipeline:
                  guidance_scale_1: float = 1.5, guidance_scale_2: float = 1.5, strength: float = 1.0,
                  guide_network: nn.Module | None = None, residual: bool = False, num_samples: int = 1,
                  views: int = 1, seed: int | None = 0, estimator: str = "sample", cache_interval: int = 1,
-                 compile: bool = False, progress: bool = True, upsampler: nn.Module | None = None) -> None:
+                 compile: bool = False, progress: bool = True) -> None:
         self.scheduler, self.autoencoder, self.scale_factor = scheduler, autoencoder, float(scale_factor)
         self.target, (self.c1, self.c2) = int(target), (int(conditions[0]), int(conditions[1]))
         self.guide, self.guide_network, self.residual = guide, guide_network, bool(residual)
         self.steps, self.s1, self.s2 = int(num_inference_steps), float(guidance_scale_1), float(guidance_scale_2)
         self.strength, self.num_samples, self.views = float(strength), int(num_samples), int(views)
         self.seed, self.estimator, self.cache_interval = seed, estimator, int(cache_interval)
-        self.compile, self.progress, self.upsampler = bool(compile), progress, upsampler
+        self.compile, self.progress = bool(compile), progress
         self._compiled: tuple[int, nn.Module] | None = None
 
     def timesteps(self) -> torch.Tensor:
@@ -215,19 +213,9 @@ class CMRDiffPipeline:
         v, b = self.views, images.shape[0]
         x, start = self.samples(stack_views(images, v), network, self.num_samples // v)  # (V·B, N/V, 1, H, W)
         x = unstack_views(x, v).transpose(0, 1).reshape(b, self.num_samples, *x.shape[2:])  # (B, N, 1, H, W)
-        first = self.upsample(x[:, 0])
         if self.num_samples == 1:
-            return SynthesisOutput(mean=first, start=start)
-        return SynthesisOutput(mean=x.mean(1), std=x.std(1, unbiased=False), sample=first, start=start)
-
-    def upsample(self, sample: torch.Tensor) -> torch.Tensor:
-        """The first sample (B, 1, H, W), or with an ``upsampler`` its draw at the scan's resolution (B, 1, f·H, f·W)
-        (``bundle.upsampler.TextureUpsampler``: fresh texture, seeded by ``seed``), in [0, 1]. The mean of N is left
-        at H × W: texture drawn onto each sample would average away, at N times the cost."""
-        if self.upsampler is None:
-            return sample
-        g = torch.Generator().manual_seed(int(self.seed) + 2) if self.seed is not None else None
-        return torch.cat([self.upsampler(sample[i : i + 16], generator=g) for i in range(0, len(sample), 16)]).clamp(0, 1)
+            return SynthesisOutput(mean=x[:, 0], start=start)
+        return SynthesisOutput(mean=x.mean(1), std=x.std(1, unbiased=False), sample=x[:, 0], start=start)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Condition images (B, 3, H, W) -> their latents (B, 3, lc, h, w), ``mu × scale_factor``; only the
@@ -315,7 +303,6 @@ class CMRDiffSampler(Inferer):
     seed = _setting("seed")
     estimator = _setting("estimator")
     progress = _setting("progress")
-    upsampler = _setting("upsampler")
 
     def __init__(
         self,
@@ -341,7 +328,6 @@ class CMRDiffSampler(Inferer):
         estimator: str = "sample",
         synth_output: str = "mean",
         texture: nn.Module | None = None,
-        upsampler: nn.Module | None = None,
     ) -> None:
         super().__init__()
         target, c1, c2 = task_slots(task, tasks)
@@ -378,7 +364,7 @@ class CMRDiffSampler(Inferer):
             guidance_scale_2=float(guidance_scale_2), strength=float(strength), guide_network=guide_network,
             residual=bool(residual), num_samples=int(num_samples), views=effective_views(views, int(num_samples)),
             seed=seed, estimator=estimator, cache_interval=int(cache_interval), compile=bool(compile),
-            progress=progress, upsampler=upsampler)
+            progress=progress)
         self.image_size, self.synth_output = image_size, synth_output
         self.texture = texture  # bundle.texture.ScannerTexture: added to the sample output(s) of volume calls only
         self.last_output: SynthesisOutput | None = None

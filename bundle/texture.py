@@ -25,15 +25,15 @@ from bundle.errors import ConfigError, flag
 from bundle.realism import BODY_FRACTION
 
 
-def wanted(texture: str | bool, path: str | Path, name: str = "texture") -> bool:
-    """An optional-model knob (``texture``, ``upsample``): true / false, or ``auto`` (true exactly when the weights
-    file ``path`` exists). Checks the value only; loading is the workflow's ``load_*`` step."""
+def wanted(texture: str | bool, path: str | Path) -> bool:
+    """The inference knob ``texture``: true / false, or ``auto`` (true exactly when the weights file ``path``
+    exists). Checks the value only; loading is the workflow's ``load_texture`` step."""
     if str(texture).strip().lower() == "auto":
         return Path(path).is_file()
     try:
-        return flag(texture, name)
+        return flag(texture, "texture")
     except ConfigError:
-        raise ConfigError(f"{name} must be true, false or auto, got {texture!r}") from None
+        raise ConfigError(f"texture must be true, false or auto, got {texture!r}") from None
 
 
 class ScannerTexture(nn.Module):

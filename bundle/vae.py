@@ -34,22 +34,18 @@ class AutoencoderKLInferer(Inferer):
 
 class AutoencoderVolumeInferer(Inferer):
     """Reconstructs field-of-view volumes (B, C, X, Y, S) slice by slice and channel by channel through the VAE
-    (resized to ``image_size`` with area interpolation and back with bicubic) -> (B, C, X, Y, S) in [0, 1]. With an
-    ``upsampler`` (``bundle.upsampler.TextureUpsampler``) each reconstruction is drawn at its resolution first."""
+    (resized to ``image_size`` with area interpolation and back with bicubic) -> (B, C, X, Y, S) in [0, 1]."""
 
-    def __init__(self, image_size: int | None = None, batch_size: int = 32, upsampler: nn.Module | None = None) -> None:
+    def __init__(self, image_size: int | None = None, batch_size: int = 32) -> None:
         super().__init__()
-        self.image_size, self.batch_size, self.upsampler = image_size, batch_size, upsampler
+        self.image_size, self.batch_size = image_size, batch_size
 
     @torch.inference_mode()
     def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs) -> torch.Tensor:
         def reconstruct(x: torch.Tensor) -> tuple[torch.Tensor]:  # (N, C, s, s): every channel on its own
             flat = x.reshape(-1, 1, *x.shape[2:])
             rec = torch.cat([network(flat[i : i + self.batch_size])[0] for i in range(0, len(flat), self.batch_size)])
-            if self.upsampler is not None:
-                g = torch.Generator().manual_seed(0)
-                rec = torch.cat([self.upsampler(rec[i : i + 16].clamp(0, 1), generator=g) for i in range(0, len(rec), 16)])
-            return (rec.reshape(*x.shape[:2], *rec.shape[-2:]),)
+            return (rec.reshape(x.shape),)
 
         return map_fov_slices(reconstruct, inputs, self.image_size)[0].clamp(0, 1)
 

@@ -51,8 +51,6 @@ METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "cmrdiff_1sample": ("CMRDiff, one sample", [], ["--num_samples", "1"]),
     # the realism ablations (issue 31): the scanner texture (experimental, off by default) on one sample and on the guide
     "cmrdiff_1sample_texture": ("CMRDiff, one sample + the scanner texture", [], ["--num_samples", "1", "--texture", "true"]),
-    # the texture upsampler (issue 31): one sample drawn at the scan's resolution; the guide drawn the same way
-    "cmrdiff_1sample_up": ("CMRDiff, one sample drawn by the texture upsampler", [], ["--num_samples", "1", "--upsample", "true"]),
     "cmrdiff_paper_start": ("CMRDiff, the paper's start (guide sequence)", [],
                             ["--guide", "default", "--residual", "false", "--strength", "0.75", "--num_samples", "4"]),
     "cmrdiff_paper": ("CMRDiff, v0.3.0 sampler settings", [],
@@ -66,8 +64,6 @@ METHODS: dict[str, tuple[str, list[str], list[str]]] = {
     "guide": ("CMRDiff's guide regressor alone", [B + "image.yaml", B + "evaluate_image.yaml"], []),
     "guide_texture": ("CMRDiff's guide regressor + the scanner texture", [B + "image.yaml", B + "evaluate_image.yaml"],
                       ["--texture", "true"]),
-    "guide_up": ("CMRDiff's guide regressor drawn by the texture upsampler", [B + "image.yaml", B + "evaluate_image.yaml"],
-                 ["--upsample", "true"]),
     # trained on the guide's data and augmentation (--baselines_dir; docs/results.md names the commands)
     "unet_l1": ("unet_l1", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "unet_l1"]),
     "pix2pix": ("pix2pix", [B + "image.yaml", B + "evaluate_image.yaml"], ["--method", "pix2pix"]),
@@ -116,7 +112,7 @@ def label(key: str, overrides: list[str]) -> str:
     k = knobs(key, overrides)
     if key == "copy":
         return name
-    if key in ("guide", "guide_texture", "guide_up", "unet_l1", "pix2pix", "pix2pix_1view", "linear", *MYOPS_ONLY):  # image-space: only views
+    if key in ("guide", "guide_texture", "unet_l1", "pix2pix", "pix2pix_1view", "linear", *MYOPS_ONLY):  # image-space: only views
         return name if int(k["views"]) == 1 else f"{name}, mean of {k['views']} test-time views"
     k["views"] = effective_views(k["views"], k["num_samples"])  # what the sampler runs with N samples
     if k["estimator"] == "sample":  # the default chain to t = 0: labels name only the one-step estimate
@@ -142,15 +138,11 @@ def weights_of(key: str, args) -> list[Path]:
         return guide
     if key == "guide_texture":
         return guide + [models / f"texture_{args.profile}.pt"]
-    if key == "guide_up":
-        return guide + [models / f"upsampler_{args.profile}.pt"]
     files = [models / f"diffusion_{args.profile}_any.pt"]
     if knobs(key, setargs(args))["guide"] == "regression":
         files += guide
     if "--texture" in METHODS[key][2]:  # the realism ablation that draws the scanner texture
         files.append(models / f"texture_{args.profile}.pt")
-    if "--upsample" in METHODS[key][2]:  # the texture upsampler
-        files.append(models / f"upsampler_{args.profile}.pt")
     return files
 
 
@@ -184,10 +176,10 @@ def evaluate(key: str, task: str, args, out: Path) -> dict:
     summary, stamp = out / "summary.json", out / "command.txt"
     ws = weights_of(key, args)
     _, files, extra = METHODS[key]
-    if key in ("guide", "guide_texture", "guide_up"):  # the guide's own weights file and the method it was trained as
+    if key in ("guide", "guide_texture"):  # the guide's own weights file and the method it was trained as
         import torch
 
-        g = [w for w in ws if not w.name.startswith(("texture_", "upsampler_"))]
+        g = [w for w in ws if not w.name.startswith("texture_")]
         method = torch.load(g[0], map_location="cpu", weights_only=True)["arch"]["method"]
         extra = [*extra, "--method", method, "--baseline_weights", str(g[0]) if len(g) == 1 else str([str(w) for w in g])]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(EVAL + files), "--task", task,

@@ -219,12 +219,3 @@ def test_extra_train_dir_adds_unlabelled_cases_with_zero_masks(parser, phantom_d
         parser(dataset_dir=str(phantom_dir), extra_train_dir=str(flat), extra_train_case_ids=[4999]
                ).get_parsed_content("train_cases")
     assert isinstance(err.value.__cause__, DataError) and "4999" in str(err.value.__cause__)
-
-
-def test_per_sequence_repeats_weight_a_sequence_up():
-    slices = [{"image": torch.arange(3.0)[:, None, None].expand(3, 4, 4), "case": "a", "slice": 0}]
-    singles = per_sequence(slices, {"DE": 2})
-    assert [x["sequence"] for x in singles] == ["C0", "DE", "DE", "T2"]
-    assert [float(x["image"].mean()) for x in singles] == [0.0, 1.0, 1.0, 2.0]
-    with pytest.raises(ValueError, match="LGE"):
-        per_sequence(slices, {"LGE": 2})

@@ -556,28 +556,6 @@ def test_texture_is_drawn_onto_the_sample_and_never_onto_the_mean(tiny):
     assert (one[True] - one[False]).abs().mean() > 0.01
 
 
-def test_sampler_draws_the_kept_sample_at_twice_the_size_and_leaves_the_mean(tiny):
-    """A volume call with an upsampler: the mean of N and the std are those of the run without it, the kept sample
-    is a draw of the upsampler (not bicubic of the plain sample); with N 1 the returned output is that draw."""
-    from tests.test_upsampler import _upsampler
-
-    vol = torch.rand(1, 3, 128, 128, 2) * 0.5 + 0.25  # image_size 64: the upsampler returns the field's 128
-    up = _upsampler()
-    runs = {}
-    for u in (None, up):
-        s = _sampler(tiny, num_samples=4, views=1, upsampler=u)
-        s.pipeline.samples = _fake_samples
-        s(vol, tiny[0])
-        runs[u is not None] = s.last_output
-    torch.testing.assert_close(runs[True].mean, runs[False].mean)
-    torch.testing.assert_close(runs[True].std, runs[False].std)
-    assert runs[True].sample.shape == vol[:, :1].shape
-    assert (runs[True].sample - runs[False].sample).abs().mean() > 1e-3
-    one = {u is not None: _sampler(tiny, num_samples=1, num_inference_steps=1, upsampler=u)(vol, tiny[0])
-           for u in (None, up)}
-    assert (one[True] - one[False]).abs().mean() > 1e-3
-
-
 @pytest.mark.parametrize("scales", [(1.5, 2.0), (2.5, 2.5)])
 def test_guided_denoiser_is_the_two_scale_combination(tiny, scales):
     """GuidedDenoiser alone: one batched call equals ε(∅,∅) + c_I1·[ε(c1,∅) − ε(∅,∅)] + c_I2·[ε(c1,c2) − ε(c1,∅)] from

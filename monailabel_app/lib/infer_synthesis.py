@@ -244,7 +244,7 @@ class SynthesisInferTask(InferTask):
                 base.initialize()
                 p = base.parser
                 nets = {k: p.get_parsed_content(k) for k in ("network", "autoencoder", "scale_factor", "guide_network",
-                                                         "texture_model", "upsampler_model")}
+                                                         "texture_model")}
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             init = list(p.get("initialize"))
