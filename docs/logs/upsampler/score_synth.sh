@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Round 2 scoring (docs/history.md, "After v0.17.0, round 2"): the guide trained on train_tune (guide_tune.cmd) on the
+# Round 2 scoring (run at commit 45f43a1, which has the --upsample knobs) (docs/history.md, "After v0.17.0, round 2"): the guide trained on train_tune (guide_tune.cmd) on the
 # tuning fold, 8 views / 1 view, and 1 view drawn by an upsampler; one evaluation per task, each row's summary.json
 # under output/ae_eval/synth_<variant>/<task>/. Usage: bash score_synth.sh <variant> [upsampler weights]
 #   variant g8: 8 views; g1: 1 view; any other name: 1 view + the upsampler weights given.
