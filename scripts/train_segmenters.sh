@@ -1,8 +1,8 @@
 #!/bin/bash
 # The downstream-utility segmenters (issue 34; configs/train_segmenter.yaml): the fixed segmenter on all three
 # sequences and the three two-sequence segmenters (the fair alternative to synthesis for each task), trained on
-# train_tune with the checkpoint chosen on the tuning fold; logs in docs/logs/segmenter/. On 2 CPU cores: ~5 min each
-# alone.
+# train_tune with the checkpoint chosen on the tuning fold; logs in docs/logs/segmenter/. On one CPU core: ~9 min each
+# (200 epochs), beside another run.
 #   DATASET_DIR=../shared/data/myops2020 OUT=output/seg bash scripts/train_segmenters.sh
 # EXTRA_ARGS: options passed to every run (e.g. EXTRA_ARGS='--max_epochs 120').
 # then copy $OUT/models/segmenter_cpu_*.pt to models/ (or pass --segmenter_dir $OUT/models to evaluate_utility.yaml).
