@@ -10,8 +10,6 @@ channel is ignored) to the synthesized target (B, 1, H, W) in [0, 1]:
 3. DDIM steps with ε̃ = ε(∅,∅) + c_I1·[ε(c1,∅) − ε(∅,∅)] + c_I2·[ε(c1,c2) − ε(c1,∅)], the predictions of
    every slice in **one** batched forward pass per step. With c_I1 = c_I2 = c the ε(c1,∅) terms cancel
    (ε̃ = ε(∅,∅) + c·[ε(c1,c2) − ε(∅,∅)]) and that branch is not computed (2 instead of 3 predictions a step).
-   With ``eta`` η > 0 each DDIM step adds fresh noise of η·σ_t (DDIM's formula 16; η = 1 is DDPM-like ancestral
-   sampling, η = 0 deterministic), drawn from the seeded generator.
    With an ``RFlowScheduler`` (``prediction_type: flow``) the same combination of velocities drives Euler steps
    z ← z + ṽ·Δt of the rectified flow, the start being ``(1 − s)·guide + s·noise`` at strength s;
 4. decode ``z / scale_factor``. With ``guide="regression"`` and ``residual=True`` the output is the regressor's
@@ -53,7 +51,6 @@ from dataclasses import dataclass
 
 import torch
 from monai.inferers import Inferer
-from monai.networks.schedulers import DDIMScheduler
 from torch import nn
 from tqdm import tqdm
 
@@ -170,22 +167,21 @@ class CMRDiffPipeline:
     - ``guide``: a condition slot (its latent is the start) or ``"regression"`` (``guide_network``'s prediction);
       ``residual``: with the regression guide, output ``r + dec(z) − dec(enc(r))``; ``strength``: SDEdit;
     - ``num_inference_steps``, ``guidance_scale_1``/``_2``, ``num_samples``, ``views`` (effective: divides N),
-      ``seed`` (None: unseeded), ``estimator``, ``cache_interval``, ``compile``, ``progress``; ``eta``: DDIM's η
-      (fresh noise η·σ_t a step; DDIM only)."""
+      ``seed`` (None: unseeded), ``estimator``, ``cache_interval``, ``compile``, ``progress``."""
 
     def __init__(self, scheduler, autoencoder: nn.Module, scale_factor: float, target: int,
                  conditions: tuple[int, int], guide: int | str, num_inference_steps: int = 50,
                  guidance_scale_1: float = 1.5, guidance_scale_2: float = 1.5, strength: float = 1.0,
                  guide_network: nn.Module | None = None, residual: bool = False, num_samples: int = 1,
                  views: int = 1, seed: int | None = 0, estimator: str = "sample", cache_interval: int = 1,
-                 compile: bool = False, progress: bool = True, eta: float = 0.0) -> None:
+                 compile: bool = False, progress: bool = True) -> None:
         self.scheduler, self.autoencoder, self.scale_factor = scheduler, autoencoder, float(scale_factor)
         self.target, (self.c1, self.c2) = int(target), (int(conditions[0]), int(conditions[1]))
         self.guide, self.guide_network, self.residual = guide, guide_network, bool(residual)
         self.steps, self.s1, self.s2 = int(num_inference_steps), float(guidance_scale_1), float(guidance_scale_2)
         self.strength, self.num_samples, self.views = float(strength), int(num_samples), int(views)
         self.seed, self.estimator, self.cache_interval = seed, estimator, int(cache_interval)
-        self.compile, self.progress, self.eta = bool(compile), progress, float(eta)
+        self.compile, self.progress = bool(compile), progress
         self._compiled: tuple[int, nn.Module] | None = None
 
     def timesteps(self) -> torch.Tensor:
@@ -253,13 +249,8 @@ class CMRDiffPipeline:
             z = noise
         else:
             z = self.scheduler.add_noise(start[1].repeat_interleave(n, 0), noise, ts[:1].to(dev).repeat(b * n))
-        step_kw = {}
-        if self.eta > 0:  # DDIM's stochastic steps: their noise from a generator on z's device, seeded after the start's
-            gs = torch.Generator(device=dev)
-            gs.manual_seed(int(torch.randint(2**62, (1,), generator=g)))
-            step_kw = {"eta": self.eta, "generator": gs}
         for i, t in enumerate(tqdm(ts, desc="sampling", disable=not self.progress, leave=False)):
-            z, x0 = self.scheduler.step(eps_of(z, t, i), int(t), z, **step_kw)
+            z, x0 = self.scheduler.step(eps_of(z, t, i), int(t), z)
             if self.estimator == "x0":  # the one-step estimate of the clean latent
                 z = x0
                 break
@@ -311,7 +302,6 @@ class CMRDiffSampler(Inferer):
     views = _setting("views")
     seed = _setting("seed")
     estimator = _setting("estimator")
-    eta = _setting("eta")
     progress = _setting("progress")
 
     def __init__(
@@ -338,7 +328,6 @@ class CMRDiffSampler(Inferer):
         estimator: str = "sample",
         synth_output: str = "mean",
         texture: nn.Module | None = None,
-        eta: float = 0.0,
     ) -> None:
         super().__init__()
         target, c1, c2 = task_slots(task, tasks)
@@ -360,9 +349,6 @@ class CMRDiffSampler(Inferer):
         _check("num_inference_steps", num_inference_steps, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         _check("num_samples", num_samples, lambda v: int(v) == v and v >= 1, "an integer >= 1")
         _check("cache_interval", cache_interval, lambda v: int(v) == v and v >= 1, "an integer >= 1")
-        _check("eta", eta, lambda v: 0 <= v <= 1, "in [0, 1]")
-        if eta > 0 and not isinstance(scheduler, DDIMScheduler):
-            raise ConfigError(f"eta > 0 needs the DDIM scheduler (prediction_type epsilon), got {type(scheduler).__name__}")
         if estimator not in ESTIMATORS:
             raise ConfigError(f"estimator must be one of {list(ESTIMATORS)}, got {estimator!r}")
         if synth_output not in SYNTH_OUTPUTS:
@@ -378,7 +364,7 @@ class CMRDiffSampler(Inferer):
             guidance_scale_2=float(guidance_scale_2), strength=float(strength), guide_network=guide_network,
             residual=bool(residual), num_samples=int(num_samples), views=effective_views(views, int(num_samples)),
             seed=seed, estimator=estimator, cache_interval=int(cache_interval), compile=bool(compile),
-            progress=progress, eta=float(eta))
+            progress=progress)
         self.image_size, self.synth_output = image_size, synth_output
         self.texture = texture  # bundle.texture.ScannerTexture: added to the sample output(s) of volume calls only
         self.last_output: SynthesisOutput | None = None

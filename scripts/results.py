@@ -77,7 +77,7 @@ MYOPS_ONLY = {"unet_l1_myops": "unet_l1", "pix2pix_myops": "pix2pix", "linear_my
 METHODS.update({k: (f"{METHODS[m][0].split(' a·')[0]}, MyoPS cases only", *METHODS[m][1:]) for k, m in MYOPS_ONLY.items()})
 METHODS["copy"] = ("copy the guide condition unchanged", [B + "copy.yaml"], [])
 SAMPLER_KNOBS = ("guide", "residual", "guidance_scale_1", "guidance_scale_2", "strength", "num_samples", "num_inference_steps",
-                 "cache_interval", "views", "estimator", "eta", "prediction_type")
+                 "cache_interval", "views", "estimator", "prediction_type")
 SHORT = {"guidance_scale_1": "c_I1", "guidance_scale_2": "c_I2", "num_samples": "N", "num_inference_steps": "steps",
          "cache_interval": "DeepCache k"}
 
@@ -117,8 +117,6 @@ def label(key: str, overrides: list[str]) -> str:
     k["views"] = effective_views(k["views"], k["num_samples"])  # what the sampler runs with N samples
     if k["estimator"] == "sample":  # the default chain to t = 0: labels name only the one-step estimate
         del k["estimator"]
-    if not float(k["eta"]):  # deterministic DDIM steps (the default): labels name only η > 0
-        del k["eta"]
     if k["prediction_type"] == "epsilon":  # the DDPM/DDIM default: labels name only the other types (flow)
         del k["prediction_type"]
     return f"{name}: " + ", ".join(f"{SHORT.get(n, n)} {v}" for n, v in k.items())

@@ -28,7 +28,7 @@ MYOPS_NAME = re.compile(r"^(?P<case>.+)_(?P<seq>C0|DE|T2)\.nii(\.gz)?$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 # sampler knobs of configs/inference.yaml a request may set (defaults are read from the config itself)
 KNOBS = ("num_inference_steps", "guidance_scale_1", "guidance_scale_2", "strength", "guide", "residual", "num_samples",
-         "seed", "cache_interval", "views", "estimator", "eta")
+         "seed", "cache_interval", "views", "estimator")
 # allowed range of each numeric knob: (type, low, high, low inclusive); the server bounds num_samples (memory) and the
 # step count (DDIM cannot take more steps than the schedule's num_train_timesteps = 1000)
 MAX_STEPS, MAX_SAMPLES, MAX_SEED = 1000, 16, 2**32 - 1  # numpy's seed range (set_determinism seeds numpy too)
@@ -41,7 +41,6 @@ RANGES = {
     "seed": (int, 0, MAX_SEED, True),
     "cache_interval": (int, 1, MAX_STEPS, True),
     "views": (int, 1, 8, True),
-    "eta": (float, 0.0, 1.0, True),
 }
 # knobs that take only these values (views: bundle.tta.VIEWS; estimator: bundle.sampler.ESTIMATORS)
 CHOICES = {"views": (1, 2, 4, 8), "estimator": ("sample", "x0")}

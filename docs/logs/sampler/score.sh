@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sampler round after v0.18.0 (issue 31; rule in docs/history.md, "After v0.18.0"): one CMRDiff sample on the tuning
+# (Run at 72823b9, which has the eta knob.) Sampler round after v0.18.0 (issue 31; rule in docs/history.md, "After v0.18.0"): one CMRDiff sample on the tuning
 # fold from the diffusion model and the guide trained on train_tune, one evaluation per task; each row's summary.json
 # under output/sampler_tune/<candidate>/<task>/. Usage: bash score.sh <candidate>
 #   S0–S5: one sample (num_samples 1, views 1); M0 / M1: the default chain (16 samples over 8 views), eta 0 / 1.
