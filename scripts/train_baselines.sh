@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the baselines and the trained ablation of the results table (configs/baselines/), one after another,
-# each within a stated wall-clock budget (seconds, TimeLimit handler; the weights at the end are exported, `export_checkpoint: last`: no checkpoint is picked on validation):
+# each within a stated wall-clock budget (seconds, TimeLimit handler; the weights at the end are exported,
+# `export_checkpoint: last`: no checkpoint is picked on validation):
 #   DATASET_DIR=/path/to/myops2020 bash scripts/train_baselines.sh [method ...]
 # methods: linear unet_l1 pix2pix ldm_plain no_heatmap cmrdiff (default: linear unet_l1 pix2pix ldm_plain;
 # `cmrdiff` = CMRDiff itself trained with the baselines' recipe into output/baselines/, the same-budget reference for
