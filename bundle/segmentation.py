@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable
+from monai.transforms import MapTransform
 from torch import nn
 
 from bundle.data import SEQUENCES
@@ -59,32 +59,6 @@ class SelectInputsd(MapTransform):
         d = dict(data)
         for k in self.key_iterator(d):
             d[k] = d[k][self.index]
-        return d
-
-
-class RandPerChanneld(Randomizable, MapTransform):
-    """Apply the random array transform ``transform`` to each channel of ``keys`` (C, H, W) on its own: each channel
-    draws its own parameters, as nnU-Net's per-channel augmentations (blur, low resolution, gamma), so the segmenter
-    meets one soft or differently contrasted input among sharp ones (a synthesized sequence)."""
-
-    def __init__(self, keys: KeysCollection, transform: Randomizable) -> None:
-        MapTransform.__init__(self, keys)
-        if not isinstance(transform, Randomizable):
-            raise TypeError(f"RandPerChanneld needs a random array transform, got {type(transform).__name__}")
-        self.transform = transform
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandPerChanneld:
-        self.transform.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data=None) -> None:  # each channel's call draws from ``transform``'s own generator
-        pass
-
-    def __call__(self, data: Mapping) -> dict:
-        d = dict(data)
-        for k in self.key_iterator(d):
-            img = d[k]
-            d[k] = torch.cat([torch.as_tensor(self.transform(img[c : c + 1])) for c in range(img.shape[0])])
         return d
 
 

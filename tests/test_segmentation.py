@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle.segmentation import (REGIONS, RandPerChanneld, SelectInputsd, dice_per_region, paired_interval,
-                                 regions_from_label)
+from bundle.segmentation import REGIONS, SelectInputsd, dice_per_region, paired_interval, regions_from_label
 from tests.conftest import REPO_ROOT
 
 
@@ -47,24 +46,6 @@ def test_select_inputs_picks_channels_in_order():
     assert d["image"].flatten().tolist() == [2.0, 0.0]
     with pytest.raises(ValueError, match="segmenter inputs"):
         SelectInputsd(["XX"])
-
-
-def test_rand_per_channel_draws_each_channel_on_its_own():
-    """Each channel gets its own random factor (one draw for all would scale them alike); seeding reproduces them,
-    and the checkpointed RNG state reaches the wrapped transform (exact resume)."""
-    from monai.transforms import RandScaleIntensity
-
-    from bundle.checkpoint import RNGState
-
-    t = RandPerChanneld("image", RandScaleIntensity(factors=0.5, prob=1.0)).set_random_state(seed=3)
-    out = t({"image": torch.ones(3, 4, 4)})["image"]
-    assert out.shape == (3, 4, 4) and len({round(float(v), 6) for v in out[:, 0, 0]}) == 3
-    assert torch.equal(out.amin((1, 2)), out.amax((1, 2)))  # one factor per channel
-    again = RandPerChanneld("image", RandScaleIntensity(factors=0.5, prob=1.0)).set_random_state(seed=3)
-    assert torch.equal(again({"image": torch.ones(3, 4, 4)})["image"], out)
-    assert t.transform in RNGState([t]).transforms
-    with pytest.raises(TypeError, match="random array transform"):
-        RandPerChanneld("image", torch.nn.Identity())
 
 
 @pytest.mark.slow

@@ -5,8 +5,13 @@
 # alone (8 views). Usage:
 #   bash tune_utility.sh synth                 # the syntheses, output/utility_tune/{cmrdiff,guide}/<task>/
 #   bash tune_utility.sh score <name> <dir>    # utility with the segmenters in <dir> -> output/utility_tune/seg_<name>/
+# Candidates A / B were trained with the code of 1d9ffc6 (the channel_aug_prob knob, out again):
+#   OUT=output/seg_augA LOGS=output/seg_augA/logs EXTRA_ARGS='--channel_aug_prob 0.25 --channel_blur_sigma [0.5,1.0]' bash scripts/train_segmenters.sh
+#   OUT=output/seg_augB LOGS=output/seg_augB/logs EXTRA_ARGS='--channel_aug_prob 0.5 --channel_blur_sigma [0.5,2.0]' bash scripts/train_segmenters.sh
+# and scored from their fixed segmenter (the rule's M and R need no other): score A_partial output/seg_augA/models.
+# Numbers: python tune_rule.py <dir with utility.json> ... (rule_scores.log; the tables utility_tune_*.md).
 set -euo pipefail
-cd "$(dirname "$0")/../../.."
+cd "$(dirname "$0")/../../../.."
 PY=${PY:-.venv/bin/python}; D=../shared/data/myops2020; O=output/utility_tune
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONPATH=.
 EVAL="'configs/common.yaml','configs/inference.yaml','configs/evaluate.yaml'"
