@@ -20,12 +20,15 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) -m bundle.demo --output_dir $(OUT)/demo
 
-## Unit + end-to-end tests (slow ones included, all small)
+## Unit + end-to-end tests (slow ones included, all small), one pytest-xdist worker per core (PYTEST_WORKERS=0: one
+## process), each on one thread: most tests start small `python -m monai.bundle` runs, which don't gain from threads
+PYTEST_WORKERS ?= auto
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 test: venv
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 ## Results table (docs/results.md): every method of configs/baselines/ + CMRDiff on the validation split.
 ## Train the baselines first, on the guide's data and augmentation and on the MyoPS cases alone (docs/results.md):

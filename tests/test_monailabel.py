@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,18 +37,13 @@ else:
 import nibabel as nib  # noqa: E402
 
 from bundle.phantom import make_phantom_dataset  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "monailabel_app"
 BIN = Path(sys.executable).parent  # the venv's bin: the `monailabel` launcher runs `python` from PATH
 LAUNCHER = BIN / "monailabel"
 STARTUP_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -90,7 +84,7 @@ def test_server_synthesizes_nifti_on_input_grid(tmp_path):
         shutil.copy(data / "test20" / f"{case}_{seq}.nii.gz", studies)
     ref = nib.load(str(studies / f"{case}_C0.nii.gz"))
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1")
     log = tmp_path / "server.log"

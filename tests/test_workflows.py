@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -271,7 +273,7 @@ def test_multi_process_training_torchrun_gloo(augment_mode, phantom_dir, autoenc
     out = tmp_path / "ddp"
     files = ["configs/common.yaml", "configs/train_diffusion.yaml", "configs/multi_gpu_train_diffusion.yaml"]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            "-m", "monai.bundle", "run", "--config_file", str(files), "--profile", "tiny", "--task", "any",
            "--max_epochs", "1", "--val_interval", "1", "--batch_size", "2", "--dataset_dir", str(phantom_dir),
            "--output_dir", str(out), "--models_dir", str(out / "models"),
