@@ -1,0 +1,46 @@
+"""Why a synthetic sequence misleads the fixed segmenter (issue 34): the blood-pool / myocardium contrast, mean LV
+blood pool (label 500) over mean myocardium (200 ∪ 1220 ∪ 2221) per case on the native grid, real against each
+method's synthesis (the evaluation outputs under output/results/<method>/<task>/). Output: blood_contrast.log.
+    PYTHONPATH=. .venv/bin/python docs/logs/segmenter/blood_contrast.py [--results output/results] [--split validation]
+With --split tune --results output/utility_tune: the tuning-fold twins' syntheses (channel_aug/tune_utility.sh synth)."""
+import argparse
+import glob
+import os
+import re
+
+import nibabel as nib
+import numpy as np
+
+SEQ = {"lge": "DE", "t2": "T2", "bssfp": "C0"}
+ap = argparse.ArgumentParser()
+ap.add_argument("--data", default="../shared/data/myops2020")
+ap.add_argument("--results", default="output/results")
+ap.add_argument("--split", default="validation", choices=("validation", "tune"))
+ap.add_argument("--methods", nargs="+", default=["cmrdiff", "cmrdiff_1sample", "guide", "unet_l1", "pix2pix",
+                                                 "pix2pix_1view", "linear", "copy"])
+a = ap.parse_args()
+img_dir, gd_dir, pre = (("test20", "test20_gd", "myops_test") if a.split == "validation"
+                        else ("train25", "train25_myops_gd", "myops_training"))
+
+
+def load(p: str) -> np.ndarray:
+    return np.asarray(nib.load(p).dataobj, dtype=np.float32)
+
+
+def ratio(im: np.ndarray, gd: np.ndarray) -> float:
+    return float(im[gd == 500].mean() / im[np.isin(gd, [200, 1220, 2221])].mean())
+
+
+for task, seq in SEQ.items():
+    files = sorted(glob.glob(f"{a.results}/{a.methods[0]}/{task}/*_{seq}_synth.nii.gz"))
+    ids = [re.search(rf"{pre}_(\d+)_", os.path.basename(f)).group(1) for f in files]
+    print(f"{task} ({seq}) LV/myo per case {' '.join(ids)}")
+    gds = {i: load(f"{a.data}/{gd_dir}/{pre}_{i}_gd.nii.gz") for i in ids}
+    rows = {"real": [ratio(load(f"{a.data}/{img_dir}/{pre}_{i}_{seq}.nii.gz"), gds[i]) for i in ids]}
+    for m in a.methods:
+        paths = [f"{a.results}/{m}/{task}/{pre}_{i}_{seq}_synth.nii.gz" for i in ids]
+        if all(os.path.exists(p) for p in paths):
+            rows[m] = [ratio(load(p), gds[i]) for p, i in zip(paths, ids)]
+    for m, v in rows.items():
+        err = np.mean(np.abs(np.log(np.array(v) / np.array(rows["real"]))))
+        print(f"  {m:16s} " + " ".join(f"{x:.2f}" for x in v) + f"   mean {np.mean(v):.2f}  |log ratio to real| {err:.2f}")
