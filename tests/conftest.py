@@ -14,6 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `import bundle` without PYTHONPATH=.
     sys.path.insert(0, str(REPO_ROOT))
 
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now: tests run in parallel (pytest-xdist) must not share a fixed one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
