@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Per-task diffusion models on the tuning fold (issues 31 and 34; rule in docs/history.md, "After v0.18.1: per-task
 # diffusion models"). The models: train.sh here (the twin's command plus --task <t>, 900 epochs each). Usage:
-#   bash score.sh synth <candidate>   # syntheses -> output/utility_tune_pt/<candidate>/<task>/ (summary.json, NIfTI)
+#   [TASKS="t2 lge"] bash score.sh synth <candidate>   # syntheses -> output/utility_tune_pt/<candidate>/<task>/ (summary.json, NIfTI)
 #   bash score.sh utility             # the shipped segmenters on P2, P4 -> output/utility_tune_pt/seg/utility.md
 # Candidates: P2 = the per-task models with the default sampler (strength 0.2, 16 samples over 8 views);
 # P4 = the same at strength 0.4; Q4 = one sample at strength 0.4 (the sampler round's S2 settings; diagnostic).
@@ -20,7 +20,7 @@ case $1 in
       Q4) a=(--num_samples 1 --views 1 --strength 0.4) ;;
       *) echo "unknown candidate $2" >&2; exit 2 ;;
     esac
-    for task in lge t2 bssfp; do
+    for task in ${TASKS:-lge t2 bssfp}; do
       $PY -m monai.bundle run --config_file "['configs/common.yaml','configs/inference.yaml','configs/evaluate.yaml']" \
         --task $task --dataset_dir $D --split tune --output_dir $O/$2/$task --models_dir output/tune_pt/models \
         --autoencoder_path models/autoencoder_cpu.pt --guide_weights output/tune_guide/models/guide_cpu_any.pt \
