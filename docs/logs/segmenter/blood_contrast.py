@@ -10,12 +10,12 @@ import glob
 import os
 import re
 
-import nibabel as nib
 import numpy as np
 
-SEQ = {"lge": "DE", "t2": "T2", "bssfp": "C0"}
+from contrast import DATA, SEQ, contrast_error, load, ratio
+
 ap = argparse.ArgumentParser()
-ap.add_argument("--data", default="../shared/data/myops2020")
+ap.add_argument("--data", default=DATA)
 ap.add_argument("--results", default="output/results")
 ap.add_argument("--split", default="validation", choices=("validation", "tune"))
 ap.add_argument("--methods", nargs="+", default=["cmrdiff", "cmrdiff_1sample", "guide", "unet_l1", "pix2pix",
@@ -25,14 +25,6 @@ ap.add_argument("--flat", action="store_true", help="files in <results>/<method>
 a = ap.parse_args()
 img_dir, gd_dir, pre = (("test20", "test20_gd", "myops_test") if a.split == "validation"
                         else ("train25", "train25_myops_gd", "myops_training"))
-
-
-def load(p: str) -> np.ndarray:
-    return np.asarray(nib.load(p).dataobj, dtype=np.float32)
-
-
-def ratio(im: np.ndarray, gd: np.ndarray) -> float:
-    return float(im[gd == 500].mean() / im[np.isin(gd, [200, 1220, 2221])].mean())
 
 
 for task, seq in SEQ.items():
@@ -47,5 +39,5 @@ for task, seq in SEQ.items():
         if all(os.path.exists(p) for p in paths):
             rows[m] = [ratio(load(p), gds[i]) for p, i in zip(paths, ids)]
     for m, v in rows.items():
-        err = np.mean(np.abs(np.log(np.array(v) / np.array(rows["real"]))))
+        err = contrast_error(v, rows["real"])
         print(f"  {m:16s} " + " ".join(f"{x:.2f}" for x in v) + f"   mean {np.mean(v):.2f}  |log ratio to real| {err:.2f}")

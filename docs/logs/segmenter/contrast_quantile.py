@@ -6,16 +6,11 @@ train_tune cases (each case scaled to [0, p99.5] the same way); LV/myo and E as 
 import glob
 import re
 
-import nibabel as nib
 import numpy as np
 
-D = "../shared/data/myops2020"
-TUNE = (104, 109, 114, 119, 124)
+from contrast import DATA as D, SEQ, TUNE_IDS as TUNE, contrast_error, load, ratio, training_paths
+
 Q = np.linspace(0, 1, 201)
-
-
-def load(p: str) -> np.ndarray:
-    return np.asarray(nib.load(p).dataobj, np.float32)
 
 
 def scaled(im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -23,24 +18,20 @@ def scaled(im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return im, im > 0.05
 
 
-def ratio(im: np.ndarray, gd: np.ndarray) -> float:
-    return float(im[gd == 500].mean() / im[np.isin(gd, [200, 1220, 2221])].mean())
-
-
-for seq, task in (("DE", "lge"), ("T2", "t2"), ("C0", "bssfp")):
+for task, seq in SEQ.items():
     ids = [int(re.search(r"_(\d+)_", f).group(1)) for f in sorted(glob.glob(f"{D}/train25/myops_training_*_{seq}.nii.gz"))]
-    ref = np.mean([np.quantile(*(lambda a: (a[0][a[1]], Q))(scaled(load(f"{D}/train25/myops_training_{i}_{seq}.nii.gz"))))
-                   for i in ids if i not in TUNE], axis=0)
+    ref = np.mean([np.quantile(im[body], Q) for im, body in
+                   (scaled(load(training_paths(i, seq)[0])) for i in ids if i not in TUNE)], axis=0)
     rows: dict[str, list[float]] = {}
     for i in TUNE:
-        gd = load(f"{D}/train25_myops_gd/myops_training_{i}_gd.nii.gz")
-        rows.setdefault("real", []).append(ratio(load(f"{D}/train25/myops_training_{i}_{seq}.nii.gz"), gd))
+        img, lab = training_paths(i, seq)
+        gd = load(lab)
+        rows.setdefault("real", []).append(ratio(load(img), gd))
         for m in ("guide", "cmrdiff"):
             im, body = scaled(load(f"output/utility_tune/{m}/{task}/myops_training_{i}_{seq}_synth.nii.gz"))
             rows.setdefault(m, []).append(ratio(im, gd))
             cal = im.copy()
             cal[body] = np.interp(np.argsort(np.argsort(im[body])) / (body.sum() - 1), Q, ref)
             rows.setdefault(m + "+quantile", []).append(ratio(cal, gd))
-    real = np.array(rows["real"])
-    print(f"{task}: " + ", ".join(f"{k} {np.mean(v):.2f} (E {np.mean(np.abs(np.log(np.array(v) / real))):.2f})"
+    print(f"{task}: " + ", ".join(f"{k} {np.mean(v):.2f} (E {contrast_error(v, rows['real']):.2f})"
                                   for k, v in rows.items()))

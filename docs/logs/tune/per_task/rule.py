@@ -3,14 +3,14 @@ per task PSNR / SSIM (each run's summary.json), the contrast error E = mean over
 of the _synth output, and Δ myo (the shipped segmenters' paired Dice difference to the real sequence); M = mean |Δ myo|.
     PYTHONPATH=. .venv/bin/python docs/logs/tune/per_task/rule.py   (after score.sh synth P2/P4/Q4 and score.sh utility)"""
 import json
+import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-DATA = Path("../shared/data/myops2020")
-SEQ = {"lge": "DE", "t2": "T2", "bssfp": "C0"}
-IDS = (104, 109, 114, 119, 124)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "segmenter"))
+from contrast import SEQ, TUNE_IDS as IDS, contrast_error, load, ratio, training_paths  # noqa: E402
+
 # candidate: (its evaluation folder, its utility.json, its name there)
 RUNS = {"A": ("output/utility_tune/cmrdiff", "output/utility_tune/seg_shipped", "cmrdiff"),
         "P2": ("output/utility_tune_pt/P2", "output/utility_tune_pt/seg", "P2"),
@@ -18,12 +18,7 @@ RUNS = {"A": ("output/utility_tune/cmrdiff", "output/utility_tune/seg_shipped", 
         "Q4": ("output/utility_tune_pt/Q4", None, None)}
 
 
-def lv_over_myo(path: Path, gd: np.ndarray) -> float:
-    im = np.asarray(nib.load(path).dataobj, dtype=np.float32)
-    return float(im[gd == 500].mean() / im[np.isin(gd, [200, 1220, 2221])].mean())
-
-
-gds = {i: np.asarray(nib.load(DATA / f"train25_myops_gd/myops_training_{i}_gd.nii.gz").dataobj) for i in IDS}
+gds = {i: load(training_paths(i, "C0")[1]) for i in IDS}
 for name, (ev, util, key) in RUNS.items():
     if not all((Path(ev) / t / "summary.json").exists() for t in SEQ):
         print(f"{name}: not (yet) evaluated in {ev}")
@@ -32,9 +27,9 @@ for name, (ev, util, key) in RUNS.items():
     for task, seq in SEQ.items():
         s = json.loads((Path(ev) / task / "summary.json").read_text())["over_slices"]
         psnr.append(s["psnr"]["mean"]); ssim.append(s["ssim"]["mean"])
-        real = [lv_over_myo(DATA / f"train25/myops_training_{i}_{seq}.nii.gz", gds[i]) for i in IDS]
-        syn = [lv_over_myo(Path(ev) / task / f"myops_training_{i}_{seq}_synth.nii.gz", gds[i]) for i in IDS]
-        err.append(float(np.mean(np.abs(np.log(np.array(syn) / np.array(real))))))
+        real = [ratio(load(training_paths(i, seq)[0]), gds[i]) for i in IDS]
+        syn = [ratio(load(f"{ev}/{task}/myops_training_{i}_{seq}_synth.nii.gz"), gds[i]) for i in IDS]
+        err.append(contrast_error(syn, real))
         if util and (Path(util) / "utility.json").exists():
             u = json.loads((Path(util) / "utility.json").read_text())[task]
             dmyo.append(float(np.nanmean(np.array(u[key]["dice"]["myo"], float) - np.array(u["real"]["dice"]["myo"], float))))
