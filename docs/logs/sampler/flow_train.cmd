@@ -1,0 +1,2 @@
+# flow twin for the realism round (tuning fold; OMP_NUM_THREADS=1, beside other work), the round-12 command:
+python -m monai.bundle run --config_file "['configs/common.yaml','configs/train_diffusion.yaml']" --dataset_dir ../shared/data/myops2020 --task any --train_split train_tune --val_split tune --export_checkpoint best --output_dir output/flow_tune --models_dir output/flow_tune/models --autoencoder_path models/autoencoder_cpu.pt --prediction_type flow
