@@ -36,16 +36,18 @@ def check_output_dir(path: str | Path, inputs: Sequence[str | Path] = ()) -> Pat
 
 
 def nifti_writer(volume: np.ndarray, reference: str | Path, path: str | Path,
-                 protected: Sequence[str | Path] = (), descrip: str | None = None) -> Callable[[str], None]:
+                 protected: Sequence[str | Path] = (), descrip: str | None = None,
+                 dtype: type = np.float32) -> Callable[[str], None]:
     """The ``write(tmp)`` of :func:`save_nifti_like` (for :func:`atomic_write_all`), after its checks: refuses a
-    ``path`` that is ``reference`` or any path in ``protected`` (the inputs) before anything is written."""
+    ``path`` that is ``reference`` or any path in ``protected`` (the inputs) before anything is written. ``dtype``:
+    the stored type (float32 for images, int16 for label maps)."""
     path = Path(path)
     for q in [reference, *protected]:
         if Path(q).exists() and path.exists() and path.resolve() == Path(q).resolve():
             raise DataError(f"refusing to overwrite input file {q} with an output")
     ref = nib.load(str(reference))
-    img = nib.Nifti1Image(np.asarray(volume, dtype=np.float32), ref.affine, ref.header)
-    img.set_data_dtype(np.float32)
+    img = nib.Nifti1Image(np.asarray(volume, dtype=dtype), ref.affine, ref.header)
+    img.set_data_dtype(dtype)
     img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
     img.set_qform(ref.affine, code=int(ref.header["qform_code"]) or 1)
     img.set_sform(ref.affine if int(ref.header["sform_code"]) else None, code=int(ref.header["sform_code"]))

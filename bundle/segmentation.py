@@ -214,3 +214,126 @@ def run_utility(tasks: Mapping[str, Mapping], cases: Sequence[dict], volume_tran
     Path(output_json).with_name("utility.md").write_text(table + "\n")
     print(table)
     return summary
+
+
+# --- segmenting cases (configs/segment.yaml): a label map on the input's grid ---------------------------------------
+
+LABELS: dict[int, str] = {500: "LV blood pool", 600: "RV blood pool", 200: "myocardium (neither edema nor scar)",
+                          1220: "edema (in the myocardium)", 2221: "scar (in the myocardium)"}
+
+
+def label_map(regions: np.ndarray) -> np.ndarray:
+    """Nested region masks (5, ...) bool in ``REGIONS`` order -> a MyoPS label map (...) int16: LV 500, RV 600,
+    myocardium 200, edema 1220 and scar 2221 where they lie in the myocardium (scar over edema, the MyoPS nesting)."""
+    r = dict(zip(REGIONS, np.asarray(regions, dtype=bool)))
+    lab = np.zeros(r["lv"].shape, np.int16)
+    lab[r["lv"]] = 500
+    lab[r["rv"]] = 600
+    lab[r["myo"]] = 200
+    lab[r["myo"] & r["edema"]] = 1220
+    lab[r["myo"] & r["scar"]] = 2221
+    return lab
+
+
+@torch.no_grad()
+def region_probabilities(network: nn.Module, image: torch.Tensor, image_size: int | None) -> torch.Tensor:
+    """Field-of-view volume (C, fov, fov, S) -> sigmoid probabilities (5, fov, fov, S): each slice area-resized to
+    ``image_size`` (as in training), segmented, and resized back (bicubic, clipped to [0, 1])."""
+    from bundle.data import map_fov_slices
+
+    network.eval()
+    dev = next(network.parameters()).device
+    prob = map_fov_slices(lambda x: (torch.sigmoid(network(x.to(dev))).cpu(),), torch.as_tensor(image)[None].float(),
+                          image_size)[0]
+    return prob[0].clamp(0, 1)
+
+
+def _synthesized_by_cmrdiff(path: str | Path) -> bool:
+    """Whether a NIfTI's header description says CMRDiff wrote it (a ``_synth`` / ``_sample`` / ``_mean`` output)."""
+    import nibabel as nib
+
+    try:
+        return bytes(nib.load(str(path)).header["descrip"]).decode("ascii", "replace").startswith("CMRDiff")
+    except Exception:  # noqa: BLE001 - the loader already accepted the file; a header oddity is not an error here
+        return False
+
+
+def segment_cases(cases: Sequence[dict], preprocessing, segmenter_file, profile: str, features: Sequence[int],
+                  image_size: int | None, output_dir: str | Path, inputs: str | Sequence[str] = "auto",
+                  device: torch.device | str = "cpu", record_paths: bool = False) -> list[Path]:
+    """Segment every case with the shipped segmenter of the sequences it has and write ``<case>_seg.nii.gz`` (a MyoPS
+    label map, int16, ``LABELS``) on the grid of its first input, with a sidecar ``<case>_seg.json``.
+
+    ``inputs`` ``auto``: every sequence the case has (at least two: the three-sequence segmenter, or the pair's);
+    a list (e.g. ``["C0", "DE"]``): exactly those, each of which the case must have. ``segmenter_file(inputs)`` gives
+    the weights file (``segmenter_<profile>_<inputs>.pt``). The case goes through ``preprocessing`` (the inference
+    pipeline: reoriented, resampled, its field of view normalised); the probabilities are mapped back onto the input's
+    grid (0 outside the field of view) and thresholded at 0.5. A case's two files are written all or nothing."""
+    import json
+    from itertools import permutations
+
+    from bundle.atomic import atomic_write_all
+    from bundle.data import DataError
+    from bundle.io import check_output_dir, nifti_writer, to_input_grid
+    from bundle.transforms import paste_fov
+    from bundle.weights import WeightsError, file_md5
+
+    out_dir = check_output_dir(output_dir)
+    fixed = None if isinstance(inputs, str) and inputs.strip().lower() == "auto" else list(inputs)
+    if fixed is not None and (len(fixed) < 2 or any(s not in SEQUENCES for s in fixed) or len(set(fixed)) < len(fixed)):
+        raise DataError(f"segment_inputs must be `auto` or two or three distinct sequences of {SEQUENCES}, got {inputs!r}")
+    nets: dict[tuple[str, ...], nn.Module] = {}
+    written: list[Path] = []
+    for case in cases:
+        name = case.get("case", "case")
+        d = preprocessing(dict(case))
+        present = [s for s, p in zip(SEQUENCES, d["present"]) if p]
+        use = [s for s in SEQUENCES if s in fixed] if fixed else present
+        if fixed and any(s not in present for s in fixed):
+            raise DataError(f"case {name}: segment_inputs {fixed} but the case has only {present}")
+        if len(use) < 2:
+            raise DataError(f"case {name}: segmentation needs at least two of {SEQUENCES}; the case has {present}")
+        # a segmenter's channel order is that of its file name (the shipped T2 + LGE one is segmenter_<p>_T2_DE.pt)
+        found = [list(o) for o in permutations(use) if Path(segmenter_file(list(o))).is_file()]
+        if not found:
+            raise WeightsError(f"no segmenter for the inputs {use}: {segmenter_file(use)} not found (train one with "
+                               f"configs/train_segmenter.yaml --segmenter_inputs \"{use}\", scripts/train_segmenters.sh)")
+        use = found[0]
+        path = Path(segmenter_file(use))
+        if tuple(use) not in nets:
+            nets[tuple(use)] = load_segmenter(path, use, features, profile, device)
+        prob = region_probabilities(nets[tuple(use)], torch.as_tensor(d["image"])[[SEQUENCES.index(s) for s in use]],
+                                    image_size).numpy()  # (5, fov, fov, S)
+        ref = str(d[f"{use[0]}_path"])
+        if d.get("field") is not None:
+            shape = tuple(torch.as_tensor(d["field"]).shape[1:])
+            faff = np.asarray(torch.as_tensor(d["field_affine"]).double().cpu().numpy())
+            vols = np.stack([to_input_grid(paste_fov(p, shape), faff, ref) for p in prob])
+        else:
+            import nibabel as nib
+
+            vols = np.stack([paste_fov(p, nib.load(ref).shape[:3]) for p in prob])
+        lab = label_map(vols > 0.5)
+        out, js = out_dir / f"{name}_seg.nii.gz", out_dir / f"{name}_seg.json"
+        given = [str(d[f"{s}_path"]) for s in SEQUENCES if f"{s}_path" in d]
+
+        def entry(p: str | Path) -> dict:
+            e = {"file": Path(p).name, "md5": file_md5(p)}
+            return dict(e, path=str(p)) if record_paths else e
+
+        sidecar = {
+            "file": out.name, "case": name, "labels": {str(k): v for k, v in LABELS.items()},
+            "inputs": {s: dict(entry(d[f"{s}_path"]), synthesized=_synthesized_by_cmrdiff(d[f"{s}_path"]))
+                       for s in use},
+            "segmenter": dict(entry(path), inputs=use, profile=profile),
+            "voxels": {str(k): int((lab == k).sum()) for k in LABELS},
+            "note": "a MONAI BasicUNet at the profile's size, one sigmoid per nested region thresholded at 0.5; its "
+                    "Dice on the validation cases, with real or synthesized inputs: docs/results.md (Downstream utility)",
+        }
+        written += atomic_write_all([
+            (out, nifti_writer(lab, ref, out, given, descrip=f"MyoPS labels, bundle segmenter {'+'.join(use)}",
+                               dtype=np.int16)),
+            (js, lambda tmp, s=sidecar: Path(tmp).write_text(json.dumps(s, indent=2))),
+        ])
+        logger.info(f"segment {name}: inputs {use} -> {out} ({', '.join(f'{k}: {v}' for k, v in sidecar['voxels'].items())})")
+    return written
