@@ -42,29 +42,31 @@ def dice(out: Path) -> np.ndarray:
     return np.array(rows)
 
 
-def flat(task: str | None) -> Path:
-    """A flat folder of the split's cases, the task's target replaced by the synthesis (task None: all real)."""
-    d = tmp / f"flat_{task}"
-    d.mkdir()
+def flat(task: str | None, root: str = synth) -> Path:
+    """A flat folder of the split's cases, the task's target replaced by the synthesis under ``root`` (task None:
+    all real)."""
+    d = Path(tempfile.mkdtemp(prefix=f"flat_{task}_", dir=tmp))
     for i in ids:
         for s in ("C0", "DE", "T2"):
-            src = (Path(synth) / task / f"myops_{kind}_{i}_{s}_synth.nii.gz").resolve() if task and TASK_SEQ[task] == s \
+            src = (Path(root) / task / f"myops_{kind}_{i}_{s}_synth.nii.gz").resolve() if task and TASK_SEQ[task] == s \
                 else DATA / img_dir / f"myops_{kind}_{i}_{s}.nii.gz"
             (d / f"myops_{kind}_{i}_{s}.nii.gz").symlink_to(src)
     return d
 
 
-res = {}
-run(tmp / "real", "--dataset_dir", str(flat(None)), "--case_ids", str(ids))
-res["real (three sequences)"] = dice(tmp / "real")
-for task, seq in TASK_SEQ.items():
-    pair = [s for s in ("C0", "DE", "T2") if s != seq]
-    run(tmp / f"pair_{task}", "--dataset_dir", str(tmp / "flat_None"), "--case_ids", str(ids),
-        "--segment_inputs", str(pair))
-    res[f"{seq} missing: {'+'.join(pair)} segmenter"] = dice(tmp / f"pair_{task}")
-    run(tmp / f"synth_{task}", "--dataset_dir", str(flat(task)), "--case_ids", str(ids))
-    res[f"{seq} missing: CMRDiff's {seq} + three-sequence segmenter"] = dice(tmp / f"synth_{task}")
-print(f"# {split}: cases {ids}; Dice per case over its stack on the input grid, mean of the cases "
-      f"({' / '.join(REGIONS)}); synthesis {synth}")
-for k, v in res.items():
-    print(f"{k:55s} " + " ".join(f"{x:.3f}" for x in v.mean(0)))
+if __name__ == "__main__":
+    res = {}
+    real = flat(None)
+    run(tmp / "real", "--dataset_dir", str(real), "--case_ids", str(ids))
+    res["real (three sequences)"] = dice(tmp / "real")
+    for task, seq in TASK_SEQ.items():
+        pair = [s for s in ("C0", "DE", "T2") if s != seq]
+        run(tmp / f"pair_{task}", "--dataset_dir", str(real), "--case_ids", str(ids),
+            "--segment_inputs", str(pair))
+        res[f"{seq} missing: {'+'.join(pair)} segmenter"] = dice(tmp / f"pair_{task}")
+        run(tmp / f"synth_{task}", "--dataset_dir", str(flat(task)), "--case_ids", str(ids))
+        res[f"{seq} missing: CMRDiff's {seq} + three-sequence segmenter"] = dice(tmp / f"synth_{task}")
+    print(f"# {split}: cases {ids}; Dice per case over its stack on the input grid, mean of the cases "
+          f"({' / '.join(REGIONS)}); synthesis {synth}")
+    for k, v in res.items():
+        print(f"{k:55s} " + " ".join(f"{x:.3f}" for x in v.mean(0)))
