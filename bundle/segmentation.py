@@ -258,6 +258,20 @@ def _synthesized_by_cmrdiff(path: str | Path) -> bool:
         return False
 
 
+def parse_inputs(inputs: str | Sequence[str]) -> list[str] | None:
+    """The ``segment_inputs`` knob: ``auto`` -> None (every sequence a case has), else its two or three distinct
+    sequences of ``SEQUENCES`` in canonical order (a ``ConfigError`` naming the field otherwise)."""
+    from bundle.errors import ConfigError
+
+    if isinstance(inputs, str) and inputs.strip().lower() == "auto":
+        return None
+    seqs = list(inputs) if isinstance(inputs, (list, tuple)) else None
+    if seqs is None or not 2 <= len(seqs) <= 3 or any(s not in SEQUENCES for s in seqs) or len(set(seqs)) < len(seqs):
+        raise ConfigError(f"segment_inputs must be `auto` or a list of two or three distinct sequences of "
+                          f"{list(SEQUENCES)}, e.g. \"['C0','DE']\", got {inputs!r}")
+    return [s for s in SEQUENCES if s in seqs]
+
+
 def segment_cases(cases: Sequence[dict], preprocessing, segmenter_file, profile: str, features: Sequence[int],
                   image_size: int | None, output_dir: str | Path, inputs: str | Sequence[str] = "auto",
                   device: torch.device | str = "cpu", record_paths: bool = False) -> list[Path]:
@@ -279,16 +293,14 @@ def segment_cases(cases: Sequence[dict], preprocessing, segmenter_file, profile:
     from bundle.weights import WeightsError, file_md5
 
     out_dir = check_output_dir(output_dir)
-    fixed = None if isinstance(inputs, str) and inputs.strip().lower() == "auto" else list(inputs)
-    if fixed is not None and (len(fixed) < 2 or any(s not in SEQUENCES for s in fixed) or len(set(fixed)) < len(fixed)):
-        raise DataError(f"segment_inputs must be `auto` or two or three distinct sequences of {SEQUENCES}, got {inputs!r}")
+    fixed = parse_inputs(inputs)
     nets: dict[tuple[str, ...], nn.Module] = {}
     written: list[Path] = []
     for case in cases:
         name = case.get("case", "case")
         d = preprocessing(dict(case))
         present = [s for s, p in zip(SEQUENCES, d["present"]) if p]
-        use = [s for s in SEQUENCES if s in fixed] if fixed else present
+        use = fixed or present
         if fixed and any(s not in present for s in fixed):
             raise DataError(f"case {name}: segment_inputs {fixed} but the case has only {present}")
         if len(use) < 2:

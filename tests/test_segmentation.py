@@ -174,6 +174,7 @@ def test_segment_cases_maps_labels_onto_the_input_grid(parser, phantom_dir, tmp_
 
 def test_segment_cases_picks_the_pair_segmenter_and_fails_cleanly(parser, phantom_dir, tmp_path, monkeypatch):
     from bundle.data import DataError, discover_cases
+    from bundle.errors import ConfigError
     from bundle.weights import WeightsError
 
     case = discover_cases(phantom_dir, "validation", [203])[0]
@@ -186,7 +187,8 @@ def test_segment_cases_picks_the_pair_segmenter_and_fails_cleanly(parser, phanto
     for cases, inputs, err, msg in (
             ([{k: v for k, v in case.items() if k in ("case", "C0")}], "auto", DataError, "at least two"),
             ([two], ["C0", "DE"], DataError, "has only"),
-            ([case], ["C0", "C0"], DataError, "distinct"),
+            ([case], ["C0", "C0"], ConfigError, "distinct"),
+            ([case], "C0,DE", ConfigError, "segment_inputs"),
             ([{k: v for k, v in case.items() if k != "C0"}], "auto", WeightsError, "no segmenter")):
         bad = tmp_path / f"bad_{msg.split()[0]}"
         with pytest.raises(err, match=msg):
