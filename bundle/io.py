@@ -35,6 +35,16 @@ def check_output_dir(path: str | Path, inputs: Sequence[str | Path] = ()) -> Pat
     return p
 
 
+def case_file_stem(name: str) -> str:
+    """A case name as the stem of output file names: one path component (no ``/`` or ``\\``, not ``.`` or ``..``, no
+    NUL), so that every output stays inside its output folder; a ``DataError`` naming ``case_name`` otherwise."""
+    text = str(name)
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0"):
+        raise DataError(f"case_name {text[:80]!r} cannot name output files: it must be one file-name component "
+                        "(no '/' or '\\', not '.' or '..')")
+    return text
+
+
 def nifti_writer(volume: np.ndarray, reference: str | Path, path: str | Path,
                  protected: Sequence[str | Path] = (), descrip: str | None = None,
                  dtype: type = np.float32) -> Callable[[str], None]:
@@ -190,7 +200,7 @@ class SaveSynthesisd(MapTransform):
         import json
 
         d = dict(data)
-        case = d["case"]
+        case = case_file_stem(d["case"])
         inputs = [str(d[f"{s}_path"]) for s in SEQUENCES if f"{s}_path" in d]
         ref = str(d[f"{self.conditions[0]}_path"])
         native = nib.load(ref).shape

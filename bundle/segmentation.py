@@ -288,7 +288,7 @@ def segment_cases(cases: Sequence[dict], preprocessing, segmenter_file, profile:
 
     from bundle.atomic import atomic_write_all
     from bundle.data import DataError
-    from bundle.io import check_output_dir, nifti_writer, to_input_grid
+    from bundle.io import case_file_stem, check_output_dir, nifti_writer, to_input_grid
     from bundle.transforms import paste_fov
     from bundle.weights import WeightsError, file_md5
 
@@ -297,7 +297,7 @@ def segment_cases(cases: Sequence[dict], preprocessing, segmenter_file, profile:
     nets: dict[tuple[str, ...], nn.Module] = {}
     written: list[Path] = []
     for case in cases:
-        name = case.get("case", "case")
+        name = case_file_stem(case.get("case", "case"))
         d = preprocessing(dict(case))
         present = [s for s, p in zip(SEQUENCES, d["present"]) if p]
         use = fixed or present

@@ -531,3 +531,14 @@ def test_fill_field_is_an_inference_step_before_saving(tmp_path):
     with pytest.raises(DataError, match="FillFieldd"):
         SaveSynthesisd(tmp_path / "out", "DE", ["C0", "T2"], preview=False)(
             {"case": "a", "C0_path": ref, "pred": d["pred"], "field": field, "field_affine": torch.eye(4)})
+
+
+def test_case_file_stem_keeps_outputs_in_their_folder():
+    from bundle.data import DataError
+    from bundle.io import case_file_stem
+
+    for ok in ("p1", "myops_test_203", "case 7.v2"):
+        assert case_file_stem(ok) == ok
+    for bad in ("../x", "a/b", "a\\b", "..", ".", "", "x\0y"):
+        with pytest.raises(DataError, match="case_name"):
+            case_file_stem(bad)

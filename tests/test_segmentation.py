@@ -189,8 +189,10 @@ def test_segment_cases_picks_the_pair_segmenter_and_fails_cleanly(parser, phanto
             ([two], ["C0", "DE"], DataError, "has only"),
             ([case], ["C0", "C0"], ConfigError, "distinct"),
             ([case], "C0,DE", ConfigError, "segment_inputs"),
-            ([{k: v for k, v in case.items() if k != "C0"}], "auto", WeightsError, "no segmenter")):
+            ([{k: v for k, v in case.items() if k != "C0"}], "auto", WeightsError, "no segmenter"),
+            ([dict(case, case="../x")], "auto", DataError, "case_name")):
         bad = tmp_path / f"bad_{msg.split()[0]}"
         with pytest.raises(err, match=msg):
             _segment(parser, phantom_dir, bad, monkeypatch, cases, inputs)
         assert not list((bad / "seg").glob("*")), "nothing is written for a case that fails"
+        assert not list(bad.glob("x_seg*")), "no output outside the output folder"
