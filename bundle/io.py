@@ -45,6 +45,16 @@ def case_file_stem(name: str) -> str:
     return text
 
 
+def file_entry(path: str | Path, record_paths: bool = False) -> dict:
+    """How a sidecar names a file: ``{"file": name, "md5": ...}`` (``"path"`` too with ``record_paths``; absolute
+    paths often carry patient names or ids); md5 None when the file is absent."""
+    from bundle.weights import file_md5
+
+    p = Path(path)
+    entry = {"file": p.name, "md5": file_md5(p) if p.is_file() else None}
+    return dict(entry, path=str(p)) if record_paths else entry
+
+
 def nifti_writer(volume: np.ndarray, reference: str | Path, path: str | Path,
                  protected: Sequence[str | Path] = (), descrip: str | None = None,
                  dtype: type = np.float32) -> Callable[[str], None]:
@@ -189,12 +199,8 @@ class SaveSynthesisd(MapTransform):
                 if path is not None}
 
     def _file_entry(self, path: str | Path) -> dict:
-        """``{"file": name, "md5": ...}`` of a file (``"path"`` too with ``record_paths``); md5 None when absent."""
-        from bundle.weights import file_md5
-
-        p = Path(path)
-        entry = {"file": p.name, "md5": file_md5(p) if p.is_file() else None}
-        return dict(entry, path=str(p)) if self.record_paths else entry
+        """:func:`file_entry` of a file, with this writer's ``record_paths``."""
+        return file_entry(path, self.record_paths)
 
     def __call__(self, data: Mapping) -> dict:
         import json

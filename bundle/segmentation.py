@@ -249,13 +249,11 @@ def region_probabilities(network: nn.Module, image: torch.Tensor, image_size: in
 
 
 def _synthesized_by_cmrdiff(path: str | Path) -> bool:
-    """Whether a NIfTI's header description says CMRDiff wrote it (a ``_synth`` / ``_sample`` / ``_mean`` output)."""
+    """Whether a NIfTI's header description says CMRDiff wrote it (a ``_synth`` / ``_sample`` / ``_mean`` output;
+    the header only: nibabel reads no voxels here)."""
     import nibabel as nib
 
-    try:
-        return bytes(nib.load(str(path)).header["descrip"]).decode("ascii", "replace").startswith("CMRDiff")
-    except Exception:  # noqa: BLE001 - the loader already accepted the file; a header oddity is not an error here
-        return False
+    return bytes(nib.load(str(path)).header["descrip"]).decode("ascii", "replace").startswith("CMRDiff")
 
 
 def parse_inputs(inputs: str | Sequence[str]) -> list[str] | None:
@@ -288,12 +286,13 @@ def segment_cases(cases: Sequence[dict], preprocessing, segmenter_file, profile:
 
     from bundle.atomic import atomic_write_all
     from bundle.data import DataError
-    from bundle.io import case_file_stem, check_output_dir, nifti_writer, to_input_grid
+    from bundle.errors import flag
+    from bundle.io import case_file_stem, check_output_dir, file_entry, nifti_writer, to_input_grid
     from bundle.transforms import paste_fov
-    from bundle.weights import WeightsError, file_md5
+    from bundle.weights import WeightsError
 
     out_dir = check_output_dir(output_dir)
-    fixed = parse_inputs(inputs)
+    fixed, record_paths = parse_inputs(inputs), flag(record_paths, "sidecar_paths")
     nets: dict[tuple[str, ...], nn.Module] = {}
     written: list[Path] = []
     for case in cases:
@@ -316,28 +315,17 @@ def segment_cases(cases: Sequence[dict], preprocessing, segmenter_file, profile:
             nets[tuple(use)] = load_segmenter(path, use, features, profile, device)
         prob = region_probabilities(nets[tuple(use)], torch.as_tensor(d["image"])[[SEQUENCES.index(s) for s in use]],
                                     image_size).numpy()  # (5, fov, fov, S)
-        ref = str(d[f"{use[0]}_path"])
-        if d.get("field") is not None:
-            shape = tuple(torch.as_tensor(d["field"]).shape[1:])
-            faff = np.asarray(torch.as_tensor(d["field_affine"]).double().cpu().numpy())
-            vols = np.stack([to_input_grid(paste_fov(p, shape), faff, ref) for p in prob])
-        else:
-            import nibabel as nib
-
-            vols = np.stack([paste_fov(p, nib.load(ref).shape[:3]) for p in prob])
-        lab = label_map(vols > 0.5)
+        # the FOV probabilities pasted into the whole resampled field (0 outside), then onto the input's grid
+        ref, shape = str(d[f"{use[0]}_path"]), tuple(torch.as_tensor(d["field"]).shape[1:])
+        faff = np.asarray(torch.as_tensor(d["field_affine"]).double().cpu().numpy())
+        lab = label_map(np.stack([to_input_grid(paste_fov(p, shape), faff, ref) for p in prob]) > 0.5)
         out, js = out_dir / f"{name}_seg.nii.gz", out_dir / f"{name}_seg.json"
         given = [str(d[f"{s}_path"]) for s in SEQUENCES if f"{s}_path" in d]
-
-        def entry(p: str | Path) -> dict:
-            e = {"file": Path(p).name, "md5": file_md5(p)}
-            return dict(e, path=str(p)) if record_paths else e
-
         sidecar = {
             "file": out.name, "case": name, "labels": {str(k): v for k, v in LABELS.items()},
-            "inputs": {s: dict(entry(d[f"{s}_path"]), synthesized=_synthesized_by_cmrdiff(d[f"{s}_path"]))
-                       for s in use},
-            "segmenter": dict(entry(path), inputs=use, profile=profile),
+            "inputs": {s: dict(file_entry(d[f"{s}_path"], record_paths),
+                               synthesized=_synthesized_by_cmrdiff(d[f"{s}_path"])) for s in use},
+            "segmenter": dict(file_entry(path, record_paths), inputs=use, profile=profile),
             "voxels": {str(k): int((lab == k).sum()) for k in LABELS},
             "note": "a MONAI BasicUNet at the profile's size, one sigmoid per nested region thresholded at 0.5; its "
                     "Dice on the validation cases, with real or synthesized inputs: docs/results.md (Downstream utility)",
